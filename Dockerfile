@@ -1,0 +1,10 @@
+# pocketvl worker image (CPU). Not built in CI: development machines have no Docker engine.
+FROM python:3.11-slim
+WORKDIR /app
+COPY pyproject.toml README.md ./
+COPY services ./services
+COPY schemas ./schemas
+RUN pip install --no-cache-dir .
+USER 65534
+ENTRYPOINT ["pocketvl"]
+CMD ["worker"]

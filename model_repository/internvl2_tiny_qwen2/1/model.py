@@ -1,0 +1,5 @@
+"""Triton Python-backend shell: all logic lives in pocketvl.internvl.triton_model."""
+
+from pocketvl.internvl.triton_model import TritonPythonModel
+
+__all__ = ["TritonPythonModel"]

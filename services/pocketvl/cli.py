@@ -1,0 +1,254 @@
+"""``pocketvl``: the command line. Each command prints what to fix when it cannot proceed."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+import uuid
+from pathlib import Path
+from typing import Any, Literal
+
+from pocketvl import paths
+from pocketvl.errors import PocketvlError
+
+
+def _settings(use_stack: bool) -> Any:
+    from pydantic import ValidationError
+
+    from pocketvl.settings import Settings
+    from pocketvl.stack import StackState
+
+    if use_stack:
+        os.environ.update(StackState.load(paths.home() / "stack").env())
+    try:
+        return Settings()
+    except ValidationError as exc:
+        raise PocketvlError(f"invalid settings (POCKETVL_* environment):\n{exc}") from exc
+
+
+def cmd_stack(args: argparse.Namespace) -> int:
+    from pocketvl.stack import LocalStack, StackState, status, stop_all
+
+    run_dir = paths.home() / "stack"
+    if args.action == "up":
+        if (run_dir / "stack.json").exists() and any(status(StackState.load(run_dir)).values()):
+            raise PocketvlError("a local stack is already running: `pocketvl stack down` first")
+        stack = LocalStack(
+            run_dir, paths.model_repository(), paths.ensure_tiny_checkpoints(), paths.TINY_MODELS
+        )
+        state = stack.up()
+        print(f"local stack up (logs in {run_dir}); use --stack, or export:")
+    else:
+        state = StackState.load(run_dir)
+    if args.action == "down":
+        stop_all(state)
+        print("local stack stopped")
+        return 0
+    if args.action == "status":
+        for name, alive in status(state).items():
+            record = state.services[name]
+            print(f"{name:7} {'up' if alive else 'DOWN':5} pid {record.pid} port {record.port}")
+        return 0 if all(status(state).values()) else 1
+    for key, value in state.env().items():
+        print(f"export {key}={value}")
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from pocketvl.worker.runtime import build_worker
+
+    worker = build_worker(_settings(args.stack))
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    try:
+        stats = worker.run(stop, max_records=args.max_records, idle_timeout_s=args.idle_timeout)
+    finally:
+        worker.close()
+    print(f"processed {stats.processed} records, {stats.dead_lettered} to the DLQ")
+    return 0
+
+
+def _request_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    from pocketvl.samples import inline
+
+    media = {
+        ".jpg": "image/jpeg",
+        ".jpeg": "image/jpeg",
+        ".png": "image/png",
+        ".webp": "image/webp",
+    }
+    images = []
+    for name in args.image:
+        path = Path(name)
+        if path.suffix.lower() not in media:
+            raise PocketvlError(f"{path}: use a .jpg, .jpeg, .png or .webp file")
+        if not path.is_file():
+            raise PocketvlError(f"{path}: no such file")
+        images.append(inline(path.read_bytes(), media[path.suffix.lower()]))
+    if args.task:
+        task = json.loads(args.task)
+    elif args.question:
+        default = {"driving": "drivelm", "remote_sensing": "vqa", "medical": "vqa"}
+        task = {"type": default[args.domain], "question": args.question}
+    else:
+        raise PocketvlError("give --question TEXT or --task JSON")
+    return {
+        "schema_version": "1",
+        "event_id": args.event_id or str(uuid.uuid4()),
+        "domain": args.domain,
+        "task": task,
+        "images": images,
+    }
+
+
+def cmd_produce(args: argparse.Namespace) -> int:
+    from pydantic import ValidationError
+
+    from pocketvl.contracts.messages import REQUEST_ADAPTER
+    from pocketvl.envelope import OutboundRecord, all_topics, cloudevent_headers, topic
+    from pocketvl.messaging import ensure_topics, make_producer, send
+
+    request = _request_from_args(args)
+    try:
+        REQUEST_ADAPTER.validate_python(request)
+    except ValidationError as exc:
+        raise PocketvlError(f"the request would be rejected:\n{exc}") from exc
+    settings = _settings(args.stack)
+    ensure_topics(settings.kafka, all_topics(settings.kafka.topic_prefix))
+    producer = make_producer(settings.kafka)
+    source = f"/pocketvl/cli/{args.domain}"
+    headers = cloudevent_headers(request["event_id"], source, f"pocketvl.{args.domain}.request.v1")
+    record = OutboundRecord(
+        topic(settings.kafka.topic_prefix, args.domain, "requests"),
+        (args.key or args.domain).encode(),
+        json.dumps(request).encode(),
+        headers,
+    )
+    send(producer, record).get(timeout=30)
+    producer.close()
+    print(request["event_id"])
+    return 0
+
+
+def cmd_tail(args: argparse.Namespace) -> int:
+    from pocketvl.contracts.common import DOMAINS
+    from pocketvl.envelope import topic
+    from pocketvl.messaging import read_records
+
+    settings = _settings(args.stack)
+    kind: Literal["dlq", "answers"] = "dlq" if args.dlq else "answers"
+    domains = [args.domain] if args.domain else list(DOMAINS)
+    topics = [topic(settings.kafka.topic_prefix, d, kind) for d in domains]
+    for record in read_records(settings.kafka, topics, args.count, args.timeout):
+        if args.dlq or not args.json:
+            headers = {k: v.decode("utf-8", "replace") for k, v in record.headers}
+            line = {"topic": record.topic, "offset": record.offset, "headers": headers}
+            line["value"] = record.value.decode("utf-8", "replace")
+            print(json.dumps(line, ensure_ascii=False))
+        else:
+            print(record.value.decode())
+    return 0
+
+
+def cmd_schemas(args: argparse.Namespace) -> int:
+    from pocketvl.contracts.export import drifted, export
+
+    directory = Path(args.dir)
+    if args.action == "check":
+        stale = drifted(directory)
+        if stale:
+            print(f"schemas out of date: {', '.join(stale)}; run `pocketvl schemas export`")
+            return 1
+        print("schemas up to date")
+        return 0
+    for path in export(directory):
+        print(f"wrote {path}")
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    print(f"tiny checkpoints in {paths.ensure_tiny_checkpoints()}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from pocketvl.demo import run_demo
+
+    return run_demo()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pocketvl", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    stack = sub.add_parser("stack", help="embedded local broker, Redis and Triton")
+    stack.add_argument("action", choices=["up", "down", "status", "env"])
+    stack.set_defaults(func=cmd_stack)
+
+    def connect(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "--stack", action="store_true", help="use the stack from `pocketvl stack up`"
+        )
+
+    worker = sub.add_parser("worker", help="consume requests, answer them")
+    connect(worker)
+    worker.add_argument("--max-records", type=int, help="stop after this many records")
+    worker.add_argument("--idle-timeout", type=float, help="stop after this many idle seconds")
+    worker.set_defaults(func=cmd_worker)
+
+    produce = sub.add_parser("produce", help="publish one request from image files")
+    connect(produce)
+    produce.add_argument(
+        "--domain", required=True, choices=["driving", "remote_sensing", "medical"]
+    )
+    produce.add_argument("--image", action="append", required=True, help="repeat for several")
+    produce.add_argument("--question", help="question (drivelm / vqa task)")
+    produce.add_argument("--task", help='task as JSON, e.g. \'{"type": "caption"}\'')
+    produce.add_argument("--key", help="Kafka key: the entity (vehicle, tile, study)")
+    produce.add_argument("--event-id", help="default: a new UUID")
+    produce.set_defaults(func=cmd_produce)
+
+    tail = sub.add_parser("tail", help="print answers (or DLQ records), bounded")
+    connect(tail)
+    tail.add_argument("--domain", choices=["driving", "remote_sensing", "medical"])
+    tail.add_argument("--json", action="store_true", help="answer values as JSON lines")
+    tail.add_argument("--dlq", action="store_true", help="read the DLQ topics instead")
+    tail.add_argument("--count", type=int, help="stop after this many records")
+    tail.add_argument("--timeout", type=float, default=10.0, help="stop after this many seconds")
+    tail.set_defaults(func=cmd_tail)
+
+    schemas = sub.add_parser("schemas", help="JSON Schemas of the messages")
+    schemas.add_argument("action", choices=["export", "check"])
+    schemas.add_argument("--dir", default="schemas")
+    schemas.set_defaults(func=cmd_schemas)
+
+    models = sub.add_parser("models", help="checkpoints")
+    models.add_argument("action", choices=["build-tiny"])
+    models.set_defaults(func=cmd_models)
+
+    demo = sub.add_parser("demo", help="start the local stack, answer the examples, stop")
+    demo.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except PocketvlError as exc:
+        print(f"pocketvl: {exc}", file=sys.stderr)
+        return 2
+    except json.JSONDecodeError as exc:
+        print(f"pocketvl: not valid JSON: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

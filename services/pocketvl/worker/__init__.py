@@ -1,0 +1,1 @@
+"""The worker: consumer loop, per-message pipeline, offset bookkeeping."""

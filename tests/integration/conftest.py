@@ -1,0 +1,77 @@
+"""The real local stack (tansu, redis-server, tritonserver), started once per test session.
+
+Each test gets its own topic prefix and consumer group, so tests never see each other's
+records; every run is bounded (N in, N out).
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Literal
+
+import pytest
+
+from pocketvl.envelope import OutboundRecord, all_topics, cloudevent_headers, topic
+from pocketvl.messaging import ensure_topics, make_producer, read_records, send
+from pocketvl.paths import TINY_MODELS
+from pocketvl.settings import KafkaSettings, RedisSettings, Settings, TritonSettings
+from pocketvl.stack import LocalStack, StackState
+from tests.conftest import REPO
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory, checkpoint_root: Path) -> Iterator[StackState]:
+    run_dir = tmp_path_factory.mktemp("stack")
+    with LocalStack(run_dir, REPO / "model_repository", checkpoint_root, TINY_MODELS) as state:
+        yield state
+
+
+@pytest.fixture
+def settings(stack: StackState) -> Settings:
+    prefix = f"t{uuid.uuid4().hex[:10]}"
+    result = Settings(
+        kafka=KafkaSettings(
+            bootstrap_servers=stack.kafka_bootstrap,
+            topic_prefix=prefix,
+            group_id=f"{prefix}-workers",
+            session_timeout_ms=6000,
+        ),
+        redis=RedisSettings(url=stack.redis_url, key_prefix=prefix),
+        triton=TritonSettings(url=stack.triton_url, backoff_initial_s=0.05),
+    )
+    ensure_topics(result.kafka, all_topics(prefix))
+    return result
+
+
+def publish(settings: Settings, domain: str, values: list[bytes], key: bytes = b"entity-1") -> None:
+    producer = make_producer(settings.kafka)
+    futures = []
+    for value in values:
+        headers = cloudevent_headers(str(uuid.uuid4()), "/tests", "pocketvl.test.v1")
+        headers.append(("x-test", b"yes"))
+        out = OutboundRecord(
+            topic(settings.kafka.topic_prefix, domain, "requests"), key, value, headers
+        )
+        futures.append(send(producer, out))
+    for future in futures:
+        future.get(timeout=30)
+    producer.close()
+
+
+def answers(
+    settings: Settings, count: int, kind: Literal["answers", "dlq"] = "answers"
+) -> list[Any]:
+    topics = [
+        topic(settings.kafka.topic_prefix, d, kind)
+        for d in ("driving", "remote_sensing", "medical")
+    ]
+    return read_records(settings.kafka, topics, count, timeout_s=30)
+
+
+def request(domain_example: dict[str, Any], event_id: str, **changes: Any) -> bytes:
+    return json.dumps({**domain_example, "event_id": event_id, **changes}).encode()

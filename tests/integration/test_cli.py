@@ -1,0 +1,125 @@
+"""The command line as a user runs it: subprocesses against the real stack."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pocketvl.samples import satellite_tile
+from pocketvl.settings import Settings
+from pocketvl.stack import StackState
+from tests.conftest import REPO
+
+pytestmark = pytest.mark.integration
+
+
+def pocketvl(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "pocketvl.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=REPO,
+        env={**os.environ, **(env or {})},
+        check=False,
+    )
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    return {
+        "POCKETVL_KAFKA__BOOTSTRAP_SERVERS": settings.kafka.bootstrap_servers,
+        "POCKETVL_KAFKA__TOPIC_PREFIX": settings.kafka.topic_prefix,
+        "POCKETVL_KAFKA__GROUP_ID": settings.kafka.group_id,
+        "POCKETVL_KAFKA__SESSION_TIMEOUT_MS": "6000",
+        "POCKETVL_REDIS__URL": settings.redis.url,
+        "POCKETVL_TRITON__URL": settings.triton.url,
+    }
+
+
+def test_produce_worker_tail(settings: Settings, tmp_path: Path) -> None:
+    env = settings_env(settings)
+    image = tmp_path / "tile.png"
+    image.write_bytes(satellite_tile(5))
+    task = json.dumps({"type": "classify", "labels": ["forest", "river", "airport"]})
+    produced = pocketvl(
+        "produce",
+        "--domain",
+        "remote_sensing",
+        "--image",
+        str(image),
+        "--task",
+        task,
+        "--key",
+        "tile-5",
+        "--event-id",
+        "cli-1",
+        env=env,
+    )
+    assert produced.returncode == 0, produced.stderr
+    assert produced.stdout.strip() == "cli-1"
+
+    worked = pocketvl("worker", "--max-records", "1", "--idle-timeout", "60", env=env)
+    assert worked.returncode == 0, worked.stderr
+    assert "processed 1 records, 0 to the DLQ" in worked.stdout
+
+    tailed = pocketvl("tail", "--json", "--count", "1", "--timeout", "20", env=env)
+    assert tailed.returncode == 0, tailed.stderr
+    answer = json.loads(tailed.stdout.splitlines()[0])
+    assert answer["event_id"] == "cli-1"
+    assert answer["task"] == {"type": "classify", "labels": ["forest", "river", "airport"]}
+
+
+def test_cli_errors_say_what_to_fix(tmp_path: Path) -> None:
+    missing = pocketvl(
+        "produce", "--domain", "medical", "--image", str(tmp_path / "x.png"), "--question", "Q"
+    )
+    assert missing.returncode == 2
+    assert "no such file" in missing.stderr
+    (tmp_path / "scan.bmp").write_bytes(b"BM")
+    wrong = pocketvl(
+        "produce", "--domain", "medical", "--image", str(tmp_path / "scan.bmp"), "--question", "Q"
+    )
+    assert wrong.returncode == 2
+    assert ".png" in wrong.stderr
+    bad_env = pocketvl("schemas", "check", env={"POCKETVL_KAFKA__TOPIC_PREFIX": "bad prefix"})
+    assert bad_env.returncode == 0  # schemas need no settings
+    worker = pocketvl(
+        "worker", "--max-records", "1", env={"POCKETVL_KAFKA__TOPIC_PREFIX": "bad prefix"}
+    )
+    assert worker.returncode == 2
+    assert "topic_prefix" in worker.stderr
+    no_stack = pocketvl("stack", "status", env={"POCKETVL_HOME": str(tmp_path)})
+    assert no_stack.returncode == 2
+    assert "pocketvl stack up" in no_stack.stderr
+
+
+def test_stack_up_status_down(tmp_path: Path, checkpoint_root: Path) -> None:
+    env = {"POCKETVL_HOME": str(tmp_path), "POCKETVL_CHECKPOINT_DIR": str(checkpoint_root)}
+    up = pocketvl("stack", "up", env=env, timeout=240)
+    assert up.returncode == 0, up.stderr
+    assert "POCKETVL_TRITON__URL" in up.stdout
+    try:
+        state = StackState.load(tmp_path / "stack")
+        assert set(state.services) == {"kafka", "redis", "triton"}
+        status = pocketvl("stack", "status", env=env)
+        assert status.returncode == 0
+        assert status.stdout.count(" up ") == 3
+        again = pocketvl("stack", "up", env=env)
+        assert again.returncode == 2
+        assert "already running" in again.stderr
+    finally:
+        down = pocketvl("stack", "down", env=env)
+    assert down.returncode == 0
+    assert not (tmp_path / "stack" / "stack.json").exists()
+    for record in state.services.values():
+        assert (
+            not Path(f"/proc/{record.pid}").exists()
+            or Path(f"/proc/{record.pid}/cmdline").read_bytes() == b""
+        )

@@ -1,0 +1,31 @@
+"""The Redis adapter against a real server, and against no server at all."""
+
+from __future__ import annotations
+
+from pocketvl.cache import RedisResultCache
+from pocketvl.generation import GenerationResult
+from pocketvl.processes import free_port
+from pocketvl.settings import Settings
+
+RESULT = GenerationResult("a river", 260, 3, "1")
+
+
+def test_round_trip_and_ttl(settings: Settings) -> None:
+    cache = RedisResultCache(settings.redis.url, ttl_seconds=60, socket_timeout_s=1)
+    key = f"{settings.redis.key_prefix}:res:v1:abc"
+    assert cache.get(key) is None
+    cache.put(key, RESULT)
+    assert cache.get(key) == RESULT
+    assert 0 < cache.client.ttl(key) <= 60
+    cache.client.set(key, b"{broken")
+    assert cache.get(key) is None  # a bad entry is a miss, not a crash
+    cache.close()
+
+
+def test_redis_down_degrades_to_no_cache() -> None:
+    cache = RedisResultCache(
+        f"redis://127.0.0.1:{free_port()}/0", ttl_seconds=60, socket_timeout_s=0.5
+    )
+    assert cache.get("k") is None
+    cache.put("k", RESULT)  # no exception: the answer still goes out
+    cache.close()

@@ -1,0 +1,119 @@
+"""Kafka in -> worker -> Redis / Triton -> Kafka out, on the real local stack."""
+
+from __future__ import annotations
+
+import json
+import threading
+
+import pytest
+
+from pocketvl.inference import TritonInference
+from pocketvl.paths import TINY_MODELS
+from pocketvl.settings import Settings
+from pocketvl.worker.runtime import build_worker
+from tests.integration.conftest import answers, publish, request
+from tests.unit.test_decode import example
+
+pytestmark = pytest.mark.integration
+MODEL = TINY_MODELS[0]
+
+
+def run_worker(settings: Settings, count: int) -> None:
+    worker = build_worker(settings)
+    try:
+        stats = worker.run(max_records=count, idle_timeout_s=60)
+    finally:
+        worker.close()
+    assert stats.processed == count
+
+
+def test_n_requests_in_exactly_n_answered_then_repeat_served_from_redis(settings: Settings) -> None:
+    ids = {}
+    for domain in ("driving", "remote_sensing", "medical"):
+        ids[domain] = [f"{domain}-{i}" for i in range(3)]
+        publish(settings, domain, [request(example(domain), e) for e in ids[domain]])
+    all_ids = [e for domain_ids in ids.values() for e in domain_ids]
+    triton = TritonInference(settings.triton)
+    before = triton.inference_count(MODEL)
+
+    run_worker(settings, 9)
+    first = [json.loads(r.value) for r in answers(settings, 9)]
+    assert sorted(a["event_id"] for a in first) == sorted(all_ids)
+    assert {a["cache"] for a in first} == {"miss", "hit"}  # 3 identical per domain: 1 miss each
+    assert sum(a["cache"] == "miss" for a in first) == 3
+    after_first = triton.inference_count(MODEL)
+    assert after_first - before == 3
+    for a in first:
+        assert a["model"]["triton_model"] == MODEL
+        assert a["tokens"]["prompt"] > 256
+
+    # the same batch again, new event ids: all from Redis, Triton's statistics do not grow
+    for domain in ("driving", "remote_sensing", "medical"):
+        publish(settings, domain, [request(example(domain), f"again-{e}") for e in ids[domain]])
+    run_worker(settings, 9)
+    every = [json.loads(r.value) for r in answers(settings, 18)]
+    second = [a for a in every if a["event_id"].startswith("again-")]
+    assert sorted(a["event_id"] for a in second) == sorted(f"again-{e}" for e in all_ids)
+    assert {a["cache"] for a in second} == {"hit"}
+    assert triton.inference_count(MODEL) == after_first
+    triton.close()
+
+
+def test_malformed_messages_go_to_the_dlq_and_the_worker_keeps_going(settings: Settings) -> None:
+    good = example("remote_sensing")
+    bad = {
+        "invalid_json": b"\x00\x01 not json",
+        "schema_invalid": request(good, "s1", images=[]),
+        "unknown_task": request(good, "s2", task={"type": "segment"}),
+        "unknown_domain": request(good, "s3", domain="astronomy"),
+        "domain_mismatch": request(example("medical"), "s4"),
+        "image_undecodable": request(
+            good,
+            "s5",
+            images=[{"kind": "inline", "media_type": "image/png", "data_b64": "iVBORw0KGgo="}],
+        ),
+    }
+    publish(
+        settings, "remote_sensing", [*bad.values(), request(good, "still-alive")], key=b"tile-9"
+    )
+    run_worker(settings, len(bad) + 1)
+
+    dlq = answers(settings, len(bad), kind="dlq")
+    assert [dict(r.headers)["dlq.reason"].decode() for r in dlq] == list(bad)
+    assert [r.value for r in dlq] == list(bad.values())  # original bytes, unchanged
+    assert {r.key for r in dlq} == {b"tile-9"}
+    assert all(dict(r.headers)["x-test"] == b"yes" for r in dlq)
+    alive = answers(settings, 1)
+    assert json.loads(alive[0].value)["event_id"] == "still-alive"
+
+
+def test_offsets_are_committed_so_a_restarted_worker_does_not_reprocess(settings: Settings) -> None:
+    publish(settings, "medical", [request(example("medical"), f"m{i}") for i in range(2)])
+    run_worker(settings, 2)
+    publish(settings, "medical", [request(example("medical"), "m-late")])
+    run_worker(settings, 1)  # a new consumer in the same group starts after the committed offsets
+    got = [json.loads(r.value)["event_id"] for r in answers(settings, 3)]
+    assert got == ["m0", "m1", "m-late"]
+
+
+def test_triton_rejects_a_bad_image_for_that_request_only(settings: Settings) -> None:
+    from pocketvl.errors import InferenceError, InferenceUnavailable
+
+    triton = TritonInference(settings.triton)
+    with pytest.raises(InferenceError) as info:
+        triton.generate(MODEL, [b"not an image"], "Q", 4, 1)
+    assert not isinstance(info.value, InferenceUnavailable)
+    assert "ImageDecodeError" in str(info.value)
+    with pytest.raises(InferenceUnavailable, match=r"no_such_model"):
+        triton.model_version("no_such_model")
+    triton.close()
+
+
+def test_worker_stops_on_request(settings: Settings) -> None:
+    worker = build_worker(settings)
+    stop = threading.Event()
+    stop.set()
+    try:
+        assert worker.run(stop).processed == 0
+    finally:
+        worker.close()

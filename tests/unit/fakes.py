@@ -1,0 +1,41 @@
+"""In-memory stand-ins for the unit tests of the pure path.
+
+The same behaviours are exercised against the real Redis, broker and Triton in
+tests/integration, so these stay honest.
+"""
+
+from __future__ import annotations
+
+from pocketvl.errors import InferenceError
+from pocketvl.generation import GenerationResult
+
+
+class DictCache:
+    def __init__(self) -> None:
+        self.data: dict[str, GenerationResult] = {}
+
+    def get(self, key: str) -> GenerationResult | None:
+        return self.data.get(key)
+
+    def put(self, key: str, value: GenerationResult) -> None:
+        self.data[key] = value
+
+
+class ScriptedInference:
+    """Answers ``text``; raises the queued errors first, one per call."""
+
+    def __init__(self, text: str = "two cars ahead", errors: list[InferenceError] | None = None):
+        self.text = text
+        self.errors = list(errors or [])
+        self.calls: list[tuple[str, int, str, int, int]] = []
+
+    def model_version(self, model: str) -> str:
+        return "1"
+
+    def generate(
+        self, model: str, images: list[bytes], question: str, max_new_tokens: int, max_tiles: int
+    ) -> GenerationResult:
+        self.calls.append((model, len(images), question, max_new_tokens, max_tiles))
+        if self.errors:
+            raise self.errors.pop(0)
+        return GenerationResult(self.text, 300, 4, "1")

@@ -1,0 +1,162 @@
+"""``Pipeline.process``: answers, cache hits, DLQ records and retries, on in-memory adapters."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from pocketvl.envelope import InboundRecord
+from pocketvl.errors import InferenceError, InferenceUnavailable
+from pocketvl.images import ImageLoader
+from pocketvl.settings import Settings, TritonSettings
+from pocketvl.worker.pipeline import Pipeline
+from tests.unit.fakes import DictCache, ScriptedInference
+from tests.unit.test_decode import example
+
+
+def make_pipeline(
+    inference: ScriptedInference, exporter: InMemorySpanExporter | None = None
+) -> Pipeline:
+    settings = Settings(triton=TritonSettings(max_attempts=3, backoff_initial_s=0.01))
+    provider = TracerProvider()
+    if exporter is not None:
+        provider.add_span_processor(SimpleSpanProcessor(exporter))
+    return Pipeline(
+        settings=settings,
+        images=ImageLoader(settings.limits),
+        inference=inference,
+        cache=DictCache(),
+        tracer=provider.get_tracer("test"),
+        sleep=lambda _: None,
+    )
+
+
+def record(value: Any, domain: str = "medical", offset: int = 7) -> InboundRecord:
+    raw = value if isinstance(value, bytes) else json.dumps(value).encode()
+    headers = [("x-tenant", b"acme"), ("ce_id", b"abc")]
+    return InboundRecord(f"pocketvl.{domain}.requests", 2, offset, b"study-1", raw, headers)
+
+
+def test_answer_then_cache_hit_for_the_same_content() -> None:
+    inference = ScriptedInference()
+    pipeline = make_pipeline(inference)
+    first = pipeline.process(record(example("medical")))
+    assert first.topic == "pocketvl.medical.answers"
+    assert first.key == b"study-1"
+    answer = json.loads(first.value)
+    assert answer["cache"] == "miss"
+    assert answer["answer"]["text"] == "two cars ahead"
+    assert answer["model"] == {
+        "checkpoint": "tiny-internvl2-qwen2",
+        "triton_model": "internvl2_tiny_qwen2",
+        "version": "1",
+    }
+    assert ("x-tenant", b"acme") in first.headers
+    assert dict(first.headers)["ce_type"] == b"pocketvl.medical.answer.v1"
+    # same content, another event id -> served from the cache, not inferred again
+    second = json.loads(pipeline.process(record({**example("medical"), "event_id": "other"})).value)
+    assert second["cache"] == "hit"
+    assert second["event_id"] == "other"
+    assert len(inference.calls) == 1
+
+
+def test_the_model_is_asked_the_task_in_the_trained_format() -> None:
+    inference = ScriptedInference()
+    make_pipeline(inference).process(record(example("medical")))
+    _, n_images, question, max_new, max_tiles = inference.calls[0]
+    assert n_images == 1
+    assert question.endswith(
+        "A. Normal\nB. Nodule\nC. Pleural effusion\nD. Pneumothorax\n"
+        "Answer with the option's letter from the given choices directly."
+    )
+    assert (max_new, max_tiles) == (16, 12)
+
+
+@pytest.mark.parametrize(
+    ("value", "stage", "reason"),
+    [
+        (b"{oops", "deserialize", "invalid_json"),
+        ({**example("medical"), "task": {"type": "segment"}}, "validate", "unknown_task"),
+        ({**example("medical"), "model_size": "4b"}, "route", "no_route"),
+        (
+            {
+                **example("medical"),
+                "images": [{"kind": "inline", "media_type": "image/png", "data_b64": "AAAA"}],
+            },
+            "fetch",
+            "image_undecodable",
+        ),
+    ],
+)
+def test_bad_messages_become_dlq_records_with_original_bytes(
+    value: Any, stage: str, reason: str
+) -> None:
+    inbound = record(value)
+    out = make_pipeline(ScriptedInference()).process(inbound)
+    headers = {k: v.decode() for k, v in out.headers}
+    assert out.topic == "pocketvl.medical.dlq"
+    assert (out.key, out.value) == (inbound.key, inbound.value)
+    assert headers["dlq.stage"] == stage
+    assert headers["dlq.reason"] == reason
+    assert headers["dlq.original.topic"] == "pocketvl.medical.requests"
+    assert (headers["dlq.original.partition"], headers["dlq.original.offset"]) == ("2", "7")
+    assert headers["dlq.retryable"] == "false"
+    assert headers["x-tenant"] == "acme"
+
+
+def test_transient_failures_are_retried_then_answered() -> None:
+    flaky = ScriptedInference(errors=[InferenceUnavailable("model_unavailable", "down")] * 2)
+    answer = json.loads(make_pipeline(flaky).process(record(example("medical"))).value)
+    assert answer["status"] == "ok"
+    assert len(flaky.calls) == 3
+
+
+def test_retries_are_bounded_then_dead_lettered_as_retryable() -> None:
+    down = ScriptedInference(errors=[InferenceUnavailable("model_unavailable", "down")] * 5)
+    out = make_pipeline(down).process(record(example("medical")))
+    headers = {k: v.decode() for k, v in out.headers}
+    assert out.topic == "pocketvl.medical.dlq"
+    assert (headers["dlq.reason"], headers["dlq.attempts"], headers["dlq.retryable"]) == (
+        "model_unavailable",
+        "3",
+        "true",
+    )
+    assert len(down.calls) == 3
+
+
+def test_a_rejected_inference_is_not_retried() -> None:
+    bad = ScriptedInference(errors=[InferenceError("inference_failed", "bad tensor")])
+    out = make_pipeline(bad).process(record(example("medical")))
+    assert dict(out.headers)["dlq.reason"] == b"inference_failed"
+    assert len(bad.calls) == 1
+
+
+def test_empty_model_output_is_unparsed_not_ok() -> None:
+    answer = json.loads(
+        make_pipeline(ScriptedInference(text="  ")).process(record(example("medical"))).value
+    )
+    assert answer["status"] == "unparsed"
+
+
+def test_spans_cover_each_hop_and_link_to_the_producer() -> None:
+    exporter = InMemorySpanExporter()
+    inbound = record(example("medical"))
+    traceparent = ("traceparent", b"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")
+    inbound = InboundRecord(inbound.topic, 0, 1, inbound.key, inbound.value, [traceparent])
+    out = make_pipeline(ScriptedInference(), exporter).process(inbound)
+    spans = {s.name: s for s in exporter.get_finished_spans()}
+    assert {
+        "process pocketvl.medical.requests",
+        "cache lookup",
+        "triton infer internvl2_tiny_qwen2",
+    } <= set(spans)
+    process = spans["process pocketvl.medical.requests"]
+    assert format(process.links[0].context.trace_id, "032x") == "0af7651916cd43dd8448eb211c80319c"
+    assert process.attributes is not None
+    assert process.attributes["messaging.message.id"] == "example-medical-0001"
+    assert "traceparent" in dict(out.headers)
