@@ -11,6 +11,7 @@
     │   │   └── ImageError           image missing, unsafe, corrupt, too big (fetch)
     │   └── InferenceError           Triton said no for this request         (infer)
     │       └── InferenceUnavailable Triton down, overloaded or slow: retried with backoff
+    ├── BrokerUnavailable            no Kafka broker answered at the configured address
     └── StackError                   the local stack could not start or stop
 
 Foreign exceptions (pydantic, tritonclient, redis, kafka) are translated where they are
@@ -69,6 +70,10 @@ class InferenceUnavailable(InferenceError):
     """Transient: the server is down, overloaded or slow. Retried with backoff, then DLQ."""
 
     retryable = True
+
+
+class BrokerUnavailable(PocketvlError):
+    """No Kafka broker could be reached; the message names the address tried."""
 
 
 class StackError(PocketvlError):

@@ -4,17 +4,31 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import NewTopic
-from kafka.errors import TopicAlreadyExistsError
+from kafka.errors import KafkaConnectionError, KafkaTimeoutError, TopicAlreadyExistsError
 from kafka.structs import OffsetAndMetadata
 
 from pocketvl.envelope import InboundRecord, OutboundRecord
+from pocketvl.errors import BrokerUnavailable
 from pocketvl.settings import KafkaSettings
 
 log = logging.getLogger(__name__)
+
+
+@contextmanager
+def _reaching(settings: KafkaSettings) -> Iterator[None]:
+    try:
+        yield
+    except (KafkaConnectionError, KafkaTimeoutError) as exc:
+        raise BrokerUnavailable(
+            f"no Kafka broker at {settings.bootstrap_servers}: start one (`pocketvl stack up`, "
+            "then --stack) or set POCKETVL_KAFKA__BOOTSTRAP_SERVERS"
+        ) from exc
 
 
 def _common(settings: KafkaSettings) -> dict[str, Any]:
@@ -22,12 +36,14 @@ def _common(settings: KafkaSettings) -> dict[str, Any]:
         "bootstrap_servers": settings.bootstrap_servers.split(","),
         "client_id": settings.client_id,
         "security_protocol": settings.security_protocol,
+        "bootstrap_timeout_ms": settings.bootstrap_timeout_ms,
     }
 
 
 def ensure_topics(settings: KafkaSettings, topics: list[str], partitions: int = 3) -> None:
     """Create missing topics (all with the same partition count, so keys line up)."""
-    admin = KafkaAdminClient(**_common(settings))
+    with _reaching(settings):
+        admin = KafkaAdminClient(**_common(settings))
     try:
         existing = set(admin.list_topics())
         missing = [t for t in topics if t not in existing]
@@ -44,28 +60,30 @@ def ensure_topics(settings: KafkaSettings, topics: list[str], partitions: int = 
 
 def make_consumer(settings: KafkaSettings, topics: list[str], group_id: str) -> Any:
     """Manual commits; offsets are committed only after results are acked by the broker."""
-    return KafkaConsumer(
-        *topics,
-        **_common(settings),
-        group_id=group_id,
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-        max_poll_records=settings.max_poll_records,
-        max_poll_interval_ms=settings.max_poll_interval_ms,
-        session_timeout_ms=settings.session_timeout_ms,
-        heartbeat_interval_ms=settings.heartbeat_interval_ms,
-        fetch_max_bytes=max(settings.max_message_bytes, 52_428_800),
-        max_partition_fetch_bytes=settings.max_message_bytes,
-    )
+    with _reaching(settings):
+        return KafkaConsumer(
+            *topics,
+            **_common(settings),
+            group_id=group_id,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            max_poll_records=settings.max_poll_records,
+            max_poll_interval_ms=settings.max_poll_interval_ms,
+            session_timeout_ms=settings.session_timeout_ms,
+            heartbeat_interval_ms=settings.heartbeat_interval_ms,
+            fetch_max_bytes=max(settings.max_message_bytes, 52_428_800),
+            max_partition_fetch_bytes=settings.max_message_bytes,
+        )
 
 
 def make_producer(settings: KafkaSettings) -> Any:
-    return KafkaProducer(
-        **_common(settings),
-        acks="all",
-        linger_ms=5,
-        max_request_size=settings.max_message_bytes,
-    )
+    with _reaching(settings):
+        return KafkaProducer(
+            **_common(settings),
+            acks="all",
+            linger_ms=5,
+            max_request_size=settings.max_message_bytes,
+        )
 
 
 def to_inbound(record: Any) -> InboundRecord:
@@ -86,12 +104,13 @@ def read_records(
 
     No consumer group: nothing is committed, so reading never disturbs the workers.
     """
-    consumer = KafkaConsumer(
-        **_common(settings),
-        group_id=None,
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-    )
+    with _reaching(settings):
+        consumer = KafkaConsumer(
+            **_common(settings),
+            group_id=None,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+        )
     try:
         partitions = [
             TopicPartition(t, p) for t in topics for p in (consumer.partitions_for_topic(t) or ())

@@ -27,6 +27,7 @@ class KafkaSettings(BaseModel):
     group_id: str = "pocketvl-worker"
     client_id: str = "pocketvl"
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    bootstrap_timeout_ms: int = Field(default=10_000, ge=100)
     # Generous poll interval for slow inference; short session timeout so a dead worker's
     # partitions move quickly (tansu's group join is slow with kafka-python's defaults).
     max_poll_records: int = Field(default=16, ge=1)

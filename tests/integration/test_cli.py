@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from pocketvl.processes import free_port
 from pocketvl.samples import satellite_tile
 from pocketvl.settings import Settings
 from pocketvl.stack import StackState
@@ -95,6 +96,18 @@ def test_cli_errors_say_what_to_fix(tmp_path: Path) -> None:
     )
     assert worker.returncode == 2
     assert "topic_prefix" in worker.stderr
+    no_broker = {
+        "POCKETVL_KAFKA__BOOTSTRAP_SERVERS": f"127.0.0.1:{free_port()}",
+        "POCKETVL_KAFKA__BOOTSTRAP_TIMEOUT_MS": "1000",
+    }
+    image = tmp_path / "ok.png"
+    image.write_bytes(satellite_tile(1))
+    unreachable = pocketvl(
+        "produce", "--domain", "medical", "--image", str(image), "--question", "Q", env=no_broker
+    )
+    assert unreachable.returncode == 2
+    assert "no Kafka broker at 127.0.0.1:" in unreachable.stderr
+    assert "Traceback" not in unreachable.stderr
     no_stack = pocketvl("stack", "status", env={"POCKETVL_HOME": str(tmp_path)})
     assert no_stack.returncode == 2
     assert "pocketvl stack up" in no_stack.stderr
