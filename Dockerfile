@@ -1,5 +1,7 @@
 # pocketvl worker image (CPU). Not built in CI: development machines have no Docker engine.
 FROM python:3.11-slim
+RUN apt-get update && apt-get install -y --no-install-recommends fonts-dejavu-core \
+    && rm -rf /var/lib/apt/lists/*
 WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY services ./services

@@ -14,29 +14,40 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev]'
 	@touch $(STAMP)
 
-# redis-server is the only system package the local stack needs (Debian: redis-server).
+# System packages: redis-server (the local stack) and the DejaVu fonts (DriveLM camera labels
+# are drawn in DejaVuSans-Bold, as in training). Installed with apt when missing.
+SYSPKGS_MISSING = $(shell command -v redis-server >/dev/null 2>&1 || echo redis-server) \
+	$(shell test -f /usr/share/fonts/truetype/dejavu/DejaVuSans-Bold.ttf || echo fonts-dejavu-core)
+
 sysdeps:
-	@command -v redis-server >/dev/null 2>&1 || { \
+	@if [ -n "$(strip $(SYSPKGS_MISSING))" ]; then \
 	  if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(SYSPKGS_MISSING) >/dev/null; \
 	  else \
-	    echo "redis-server is missing: install it (Debian/Ubuntu: sudo apt-get install redis-server)"; exit 1; \
-	  fi; }
+	    echo "missing system packages: $(SYSPKGS_MISSING) (Debian/Ubuntu: sudo apt-get install $(SYSPKGS_MISSING))"; exit 1; \
+	  fi; \
+	fi
 
 demo: setup
 	$(BIN)/pocketvl demo
 
 lint: $(STAMP)
-	$(BIN)/ruff check services tests model_repository
-	$(BIN)/ruff format --check services tests model_repository
-	$(BIN)/mypy services tests
+	$(BIN)/ruff check services tests bench model_repository
+	$(BIN)/ruff format --check services tests bench model_repository
+	$(BIN)/mypy services tests bench
 
 format: $(STAMP)
-	$(BIN)/ruff format services tests model_repository
-	$(BIN)/ruff check --fix services tests model_repository
+	$(BIN)/ruff format services tests bench model_repository
+	$(BIN)/ruff check --fix services tests bench model_repository
 
 test: setup lint
 	$(BIN)/pytest
+
+# Preprocessing (CPU) always; engine throughput with full-size random weights only where
+# CUDA is available (it says so and skips otherwise).
+bench: setup
+	$(BIN)/python -m bench.preprocess
+	$(BIN)/python -m bench.engine
 
 schemas: $(STAMP)
 	$(BIN)/pocketvl schemas export

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from pocketvl.internvl.tiny import build_tiny_checkpoint
+from pocketvl.paths import build_tiny_checkpoints
 from pocketvl.settings import TINY_CHECKPOINT
 
 REPO = Path(__file__).resolve().parents[1]
@@ -18,7 +18,7 @@ REPO = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="session")
 def checkpoint_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("checkpoints")
-    build_tiny_checkpoint(root / TINY_CHECKPOINT)
+    build_tiny_checkpoints(root)
     return root
 
 

@@ -43,15 +43,16 @@ def _translate(exc: InferenceServerException, model: str) -> InferenceError:
     return InferenceError("inference_failed", message)
 
 
+# Every pocketvl model batches (max_batch_size > 0): inputs carry a leading batch dim of 1.
 def _bytes_input(spec: tc.TensorSpec, values: list[bytes]) -> Any:
-    tensor = grpcclient.InferInput(spec.name, [len(values)], spec.client_dtype)
-    tensor.set_data_from_numpy(np.array(values, dtype=np.object_))
+    tensor = grpcclient.InferInput(spec.name, [1, len(values)], spec.client_dtype)
+    tensor.set_data_from_numpy(np.array([values], dtype=np.object_))
     return tensor
 
 
 def _int_input(spec: tc.TensorSpec, value: int) -> Any:
-    tensor = grpcclient.InferInput(spec.name, [1], spec.client_dtype)
-    tensor.set_data_from_numpy(np.array([value], dtype=np.int32))
+    tensor = grpcclient.InferInput(spec.name, [1, 1], spec.client_dtype)
+    tensor.set_data_from_numpy(np.array([[value]], dtype=np.int32))
     return tensor
 
 

@@ -6,8 +6,9 @@ import os
 from pathlib import Path
 
 from pocketvl.errors import StackError
+from pocketvl.model_repo import TINY
 
-TINY_MODELS = ("internvl2_tiny_qwen2",)
+TINY_MODELS = tuple(TINY)
 
 
 def home() -> Path:
@@ -33,11 +34,16 @@ def model_repository() -> Path:
 
 
 def ensure_tiny_checkpoints() -> Path:
-    """Build the tiny test checkpoint once (deterministic; about 2 s)."""
-    from pocketvl.internvl.tiny import build_tiny_checkpoint
-    from pocketvl.settings import TINY_CHECKPOINT
-
-    target = checkpoint_dir() / TINY_CHECKPOINT
-    if not (target / "model.safetensors").is_file():
-        build_tiny_checkpoint(target)
+    """Build the tiny test checkpoints once (deterministic; a few seconds)."""
+    build_tiny_checkpoints(checkpoint_dir())
     return checkpoint_dir()
+
+
+def build_tiny_checkpoints(root: Path) -> None:
+    """One tiny checkpoint per LLM backbone, named as ``model_repository`` expects."""
+    from pocketvl.internvl.tiny import build_tiny_checkpoint
+
+    for name in TINY.values():
+        target = root / name
+        if not (target / "model.safetensors").is_file():
+            build_tiny_checkpoint(target, backbone=name.rsplit("-", 1)[1])

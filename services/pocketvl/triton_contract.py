@@ -22,6 +22,8 @@ class TensorSpec:
         return {"TYPE_STRING": "BYTES", "TYPE_INT32": "INT32"}[self.data_type]
 
 
+# Dims exclude the batch dimension: every model sets max_batch_size > 0 and the dynamic batcher
+# groups requests, so clients send a leading dimension of 1.
 IMAGES = TensorSpec("IMAGES", "TYPE_STRING", (-1,))  # encoded image files, in prompt order
 QUESTION = TensorSpec("QUESTION", "TYPE_STRING", (1,))  # UTF-8 user text (without <image>)
 MAX_NEW_TOKENS = TensorSpec("MAX_NEW_TOKENS", "TYPE_INT32", (1,))

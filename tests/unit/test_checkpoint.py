@@ -5,10 +5,12 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import save_file
 from torch.nn import functional
 
 from pocketvl.internvl.checkpoint import (
@@ -30,6 +32,45 @@ def test_tiny_build_is_byte_reproducible(tmp_path: Path, tiny_checkpoint: Path) 
     assert digests(build_tiny_checkpoint(tmp_path / "again")) == digests(tiny_checkpoint)
 
 
+@pytest.mark.parametrize("backbone", ["internlm2", "phi3"])
+def test_other_backbones_build_byte_reproducibly(tmp_path: Path, backbone: str) -> None:
+    first = build_tiny_checkpoint(tmp_path / "a", backbone=backbone)
+    assert digests(build_tiny_checkpoint(tmp_path / "b", backbone=backbone)) == digests(first)
+    assert (first / "tokenizer.model").is_file()  # sentencepiece, as the originals ship
+
+
+@pytest.mark.parametrize(
+    ("backbone", "arch", "template", "tensors"),
+    [
+        (
+            "internlm2",
+            "InternLM2ForCausalLM",
+            "internlm2-chat",
+            {
+                "model.tok_embeddings.weight",
+                "model.layers.0.attention.wqkv.weight",
+                "output.weight",
+            },
+        ),
+        (
+            "phi3",
+            "Phi3ForCausalLM",
+            "phi3-chat",
+            {"model.layers.0.self_attn.qkv_proj.weight", "model.layers.0.mlp.gate_up_proj.weight"},
+        ),
+    ],
+)
+def test_backbone_checkpoints_have_the_original_layout(
+    tmp_path: Path, backbone: str, arch: str, template: str, tensors: set[str]
+) -> None:
+    path = build_tiny_checkpoint(tmp_path, backbone=backbone)
+    info = read_checkpoint_info(path)
+    assert (info.llm_type, info.template.name) == (backbone, template)
+    assert info.raw_config["llm_config"]["architectures"] == [arch]
+    names = {n.removeprefix("language_model.") for n in load_original_weights(path)}
+    assert tensors <= names
+
+
 def test_tiny_checkpoint_has_the_original_layout(tiny_checkpoint: Path) -> None:
     config = json.loads((tiny_checkpoint / "config.json").read_text())
     assert config["model_type"] == "internvl_chat"
@@ -47,6 +88,8 @@ def _edited(src: Path, dst: Path, **changes: object) -> Path:
     for key, value in changes.items():
         if key == "llm_arch":
             config["llm_config"]["architectures"] = [value]
+        elif key.startswith("llm."):
+            config["llm_config"][key.removeprefix("llm.")] = value
         else:
             config[key] = value
     (dst / "config.json").write_text(json.dumps(config))
@@ -67,6 +110,60 @@ def test_unservable_checkpoints_are_refused_with_a_reason(
 ) -> None:
     with pytest.raises(CheckpointError, match=message):
         read_checkpoint_info(_edited(tiny_checkpoint, tmp_path / "bad", **change))
+
+
+@pytest.mark.parametrize(
+    ("backbone", "change", "message"),
+    [
+        ("internlm2", {"llm.rope_scaling": {"type": "yarn", "factor": 2.0}}, "rope_scaling type"),
+        ("internlm2", {"llm.bias": True}, "bias"),
+        ("internlm2", {"llm.hidden_act": "gelu"}, "hidden_act"),
+        ("internlm2", {"llm.head_dim": 8}, "head_dim"),
+        ("phi3", {"llm.rope_scaling": {"type": "yarn", "factor": 2.0}}, "rope_scaling type"),
+        ("phi3", {"llm.sliding_window": 2047}, "sliding_window"),
+        (
+            "phi3",
+            {"llm.rope_scaling": {"type": "longrope", "short_mscale": 1.2, "short_factor": [1.0]}},
+            "short_mscale",
+        ),
+        ("phi3", {"llm.partial_rotary_factor": 0.5}, "partial_rotary_factor"),
+        ("phi3", {"llm.num_hidden_layers": None}, "lacks"),
+        ("qwen2", {"llm.use_sliding_window": True}, "use_sliding_window"),
+        ("qwen2", {"llm.rope_scaling": {"type": "linear", "factor": 2.0}}, "rope_scaling type"),
+    ],
+)
+def test_llm_configs_we_cannot_reproduce_are_refused(
+    tmp_path: Path, backbone: str, change: dict[str, object], message: str
+) -> None:
+    src = build_tiny_checkpoint(tmp_path / "src", backbone=backbone)
+    with pytest.raises(CheckpointError, match=message):
+        read_checkpoint_info(_edited(src, tmp_path / "bad", **change))
+
+
+LM = "language_model."
+WEIGHT_EDITS: dict[str, tuple[Callable[[dict[str, torch.Tensor]], object], str]] = {
+    "missing": (lambda w: w.pop(LM + "output.weight"), "missing"),
+    "unexpected": (lambda w: w.update({LM + "model.x.weight": torch.zeros(4)}), "unexpected"),
+    "wrong-shape": (lambda w: w.update({LM + "output.weight": torch.zeros(3, 64)}), "shapes"),
+    # Qwen2/Phi-3's head name next to InternLM2's `output`: both map to lm_head
+    "two-heads": (lambda w: w.update({LM + "lm_head.weight": torch.zeros(3, 64)}), "already"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(WEIGHT_EDITS))
+def test_weights_that_do_not_fit_are_refused(tmp_path: Path, case: str) -> None:
+    edit, message = WEIGHT_EDITS[case]
+    path = build_tiny_checkpoint(tmp_path, backbone="internlm2")
+    weights = load_original_weights(path)
+    edit(weights)
+    save_file(weights, str(path / "model.safetensors"))
+    with pytest.raises(CheckpointError, match=message):
+        load_native_model(read_checkpoint_info(path), image_token_id=0, dtype=torch.float32)
+
+
+def test_image_token_outside_the_vocabulary_is_refused(tiny_checkpoint: Path) -> None:
+    with pytest.raises(CheckpointError, match="outside"):
+        load_native_model(read_checkpoint_info(tiny_checkpoint), 10**6, torch.float32)
 
 
 def test_missing_directory_is_refused(tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""Triton Python-backend shell: all logic lives in pocketvl.internvl.triton_model."""
+"""Generated Triton shell: the logic lives in pocketvl.internvl.triton_model."""
 
 from pocketvl.internvl.triton_model import TritonPythonModel
 

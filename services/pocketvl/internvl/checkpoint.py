@@ -3,7 +3,8 @@
 The original layout is ``config.json`` (``model_type: internvl_chat`` with ``vision_config``,
 ``llm_config``, ``template``, ``downsample_ratio``, ``ps_version``, ...) plus safetensors
 with the original tensor names (``vision_model.*``, ``mlp1.*``, ``language_model.*``).
-We translate both into transformers' native ``InternVLForConditionalGeneration``.
+We translate both into transformers' native ``InternVLForConditionalGeneration``; the
+per-LLM part (Qwen2, InternLM2, Phi-3) lives in ``backbones``, tokenizers in ``tokenization``.
 A checkpoint we cannot serve faithfully is refused with a reason, never half-loaded.
 """
 
@@ -19,7 +20,12 @@ from safetensors.torch import load_file
 
 from pocketvl.internvl.templates import TEMPLATES, Template
 
-SUPPORTED_LLMS = {"Qwen2ForCausalLM": "qwen2"}
+# llm_config.architectures[0] -> backbone key used by backbones.py, tiny.py and tokenization.py
+SUPPORTED_LLMS = {
+    "Qwen2ForCausalLM": "qwen2",
+    "InternLM2ForCausalLM": "internlm2",
+    "Phi3ForCausalLM": "phi3",
+}
 
 
 class CheckpointError(ValueError):
@@ -47,7 +53,11 @@ def read_checkpoint_info(path: Path) -> CheckpointInfo:
     config_file = path / "config.json"
     if not config_file.is_file():
         raise CheckpointError(f"{path} has no config.json: not a checkpoint directory")
-    cfg = json.loads(config_file.read_text())
+    return checkpoint_info(json.loads(config_file.read_text()), path)
+
+
+def checkpoint_info(cfg: dict[str, Any], path: Path) -> CheckpointInfo:
+    """Check an original-layout config dict (``path`` is where its files are, if anywhere)."""
     _require(cfg, "model_type", "internvl_chat", "only OpenGVLab InternVL2 chat checkpoints")
     _require(cfg, "ps_version", "v2", "pixel shuffle v1 transposes the token grid")
     _require(cfg, "select_layer", -1, "features must come from the last ViT layer")
@@ -59,6 +69,9 @@ def read_checkpoint_info(path: Path) -> CheckpointInfo:
         raise CheckpointError(
             f"LLM {llm_arch} is not supported yet; supported: {sorted(SUPPORTED_LLMS)}"
         )
+    from pocketvl.internvl.backbones import text_config
+
+    text_config(SUPPORTED_LLMS[llm_arch], cfg["llm_config"])  # refuse untranslatable LLMs now
     vision = cfg["vision_config"]
     patches = int(cfg.get("force_image_size", vision["image_size"])) // int(vision["patch_size"])
     tokens = int(patches * patches * float(cfg["downsample_ratio"]) ** 2)
@@ -75,7 +88,9 @@ def read_checkpoint_info(path: Path) -> CheckpointInfo:
 
 def native_config(info: CheckpointInfo, image_token_id: int) -> Any:
     """transformers InternVLConfig equivalent to the original config."""
-    from transformers import AutoConfig, InternVLConfig, InternVLVisionConfig
+    from transformers import InternVLConfig, InternVLVisionConfig
+
+    from pocketvl.internvl.backbones import text_config
 
     cfg = info.raw_config
     v = cfg["vision_config"]
@@ -93,11 +108,8 @@ def native_config(info: CheckpointInfo, image_token_id: int) -> Any:
         hidden_act=v.get("hidden_act", "gelu"),
         use_mean_pooling=True,  # no final norm on the encoder output, as in InternViT
     )
-    llm = dict(cfg["llm_config"])
-    llm_type = llm.pop("model_type", info.llm_type)
-    for key in ("architectures", "_name_or_path", "auto_map", "transformers_version"):
-        llm.pop(key, None)
-    text = AutoConfig.for_model(llm_type, **llm)
+    llm = cfg["llm_config"]
+    text = text_config(info.llm_type, llm)
     return InternVLConfig(
         vision_config=vision,
         text_config=text,
@@ -125,32 +137,47 @@ _VISION_RENAMES = (
 _PROJECTOR = {"mlp1.0.": "layer_norm.", "mlp1.1.": "linear_1.", "mlp1.3.": "linear_2."}
 
 
-def convert_state_dict(original: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def _convert_vision(name: str, tensor: torch.Tensor) -> dict[str, torch.Tensor]:
+    new = name.removeprefix("vision_model.")
+    for old, repl in _VISION_RENAMES:
+        new = new.replace(old, repl)
+    if ".attn.qkv." not in new:
+        return {f"model.vision_tower.{new}": tensor}
+    # InternViT's fused qkv is plain [q | k | v] (no grouping: heads == kv heads).
+    parts = zip(("q_proj", "k_proj", "v_proj"), tensor.chunk(3, dim=0), strict=True)
+    return {
+        "model.vision_tower." + new.replace(".attn.qkv.", f".attention.{part}."): t.contiguous()
+        for part, t in parts
+    }
+
+
+def _convert_tensor(name: str, tensor: torch.Tensor, info: CheckpointInfo) -> dict[str, Any]:
+    from pocketvl.internvl.backbones import convert_llm_tensor
+
+    if name.startswith("vision_model."):
+        return _convert_vision(name, tensor)
+    if name.startswith("mlp1."):
+        prefix = name[: len("mlp1.0.")]
+        if prefix not in _PROJECTOR:
+            raise CheckpointError(f"unexpected projector tensor {name}")
+        return {f"model.multi_modal_projector.{_PROJECTOR[prefix]}{name[len(prefix) :]}": tensor}
+    if name.startswith("language_model."):
+        llm = info.raw_config["llm_config"]
+        return convert_llm_tensor(info.llm_type, name.removeprefix("language_model."), tensor, llm)
+    raise CheckpointError(f"unexpected tensor {name} in an InternVL2 checkpoint")
+
+
+def convert_state_dict(
+    original: dict[str, torch.Tensor], info: CheckpointInfo
+) -> dict[str, torch.Tensor]:
     """Rename original InternVL2 tensors to transformers' native names; split fused qkv."""
     out: dict[str, torch.Tensor] = {}
     for name, tensor in original.items():
-        if name.startswith("vision_model."):
-            new = name.removeprefix("vision_model.")
-            for old, repl in _VISION_RENAMES:
-                new = new.replace(old, repl)
-            if ".attn.qkv." in new:
-                q, k, v = tensor.chunk(3, dim=0)
-                for part, t in (("q_proj", q), ("k_proj", k), ("v_proj", v)):
-                    key = new.replace(".attn.qkv.", f".attention.{part}.")
-                    out[f"model.vision_tower.{key}"] = t.contiguous()
-                continue
-            out[f"model.vision_tower.{new}"] = tensor
-        elif name.startswith("mlp1."):
-            prefix = name[: len("mlp1.0.")]
-            if prefix not in _PROJECTOR:
-                raise CheckpointError(f"unexpected projector tensor {name}")
-            out[f"model.multi_modal_projector.{_PROJECTOR[prefix]}{name[len(prefix) :]}"] = tensor
-        elif name.startswith("language_model.model."):
-            out["model.language_model." + name.removeprefix("language_model.model.")] = tensor
-        elif name == "language_model.lm_head.weight":
-            out["lm_head.weight"] = tensor
-        else:
-            raise CheckpointError(f"unexpected tensor {name} in an InternVL2 checkpoint")
+        converted = _convert_tensor(name, tensor, info)
+        clash = set(converted) & set(out)
+        if clash:  # e.g. both `output` and `lm_head` in an InternLM2 checkpoint
+            raise CheckpointError(f"{name} maps onto {sorted(clash)}, which is already filled")
+        out |= converted
     return out
 
 
@@ -164,25 +191,42 @@ def load_original_weights(path: Path) -> dict[str, torch.Tensor]:
     return weights
 
 
-def load_native_model(info: CheckpointInfo, image_token_id: int, dtype: torch.dtype) -> Any:
-    """Build the native model and fill it with the converted original weights."""
-    from transformers import InternVLForConditionalGeneration
-
-    config = native_config(info, image_token_id)
-    model: Any = InternVLForConditionalGeneration(config)
-    state = convert_state_dict(load_original_weights(info.path))
-    if config.tie_word_embeddings:
-        state.pop("lm_head.weight", None)
-    expected = set(model.state_dict())
-    if config.tie_word_embeddings:
-        expected.discard("lm_head.weight")
-    missing, unexpected = expected - set(state), set(state) - expected
+def check_state(state: dict[str, torch.Tensor], model_state: dict[str, torch.Tensor]) -> None:
+    """Every parameter present exactly once, with the architecture's shape."""
+    missing, unexpected = set(model_state) - set(state), set(state) - set(model_state)
     if missing or unexpected:
         raise CheckpointError(
             f"weights do not match the architecture: missing {sorted(missing)[:5]}, "
             f"unexpected {sorted(unexpected)[:5]}"
         )
+    wrong = [
+        f"{name} {tuple(t.shape)} != {tuple(model_state[name].shape)}"
+        for name, t in sorted(state.items())
+        if t.shape != model_state[name].shape
+    ]
+    if wrong:
+        raise CheckpointError(f"tensor shapes do not match the config: {wrong[:3]}")
+
+
+def load_native_model(info: CheckpointInfo, image_token_id: int, dtype: torch.dtype) -> Any:
+    """Build the native model and fill it with the converted original weights."""
+    from transformers import InternVLForConditionalGeneration
+
+    config = native_config(info, image_token_id)
+    if not 0 <= image_token_id < config.text_config.vocab_size:
+        raise CheckpointError(f"image token id {image_token_id} is outside the LLM vocabulary")
+    # Built in the target dtype (no float32 copy of a 4B model), while the rotary frequency
+    # buffers stay float32 as in the original code; load_state_dict casts the weights.
+    model: Any = InternVLForConditionalGeneration._from_config(  # type: ignore[no-untyped-call]
+        config, dtype=dtype
+    )
+    state = convert_state_dict(load_original_weights(info.path), info)
+    model_state = dict(model.state_dict())
+    if config.tie_word_embeddings:
+        state.pop("lm_head.weight", None)
+        model_state.pop("lm_head.weight", None)
+    check_state(state, model_state)
     model.load_state_dict(state, strict=False)
     if config.tie_word_embeddings:
         model.tie_weights()
-    return model.to(dtype).eval()
+    return model.eval()

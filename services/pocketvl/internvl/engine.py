@@ -2,6 +2,8 @@
 
 Used by the Triton Python-backend models (``model_repository/*/1/model.py``) and by tests.
 Decoding is greedy, as in the DA evaluations; generation stops at the template separator.
+Requests that arrive together are generated as one left-padded batch; each keeps its own
+token budget, and a request whose images cannot be read fails alone.
 """
 
 from __future__ import annotations
@@ -11,12 +13,23 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from PIL import Image
 
 from pocketvl.internvl.checkpoint import CheckpointError, load_native_model, read_checkpoint_info
+from pocketvl.internvl.full_size import build_dummy_model
 from pocketvl.internvl.templates import IMG_CONTEXT, build_prompt
-from pocketvl.internvl.tiling import normalize_tiles, tile_image
+from pocketvl.internvl.tiling import preprocess_image
+from pocketvl.internvl.tokenization import load_tokenizer
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    images: list[bytes]
+    question: str
+    max_new_tokens: int
+    max_tiles: int
 
 
 @dataclass(frozen=True)
@@ -24,6 +37,14 @@ class Generation:
     text: str
     prompt_tokens: int
     generated_tokens: int
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    prompt: str
+    pixels: np.ndarray[Any, np.dtype[np.float32]]
+    max_new_tokens: int
+    prompt_tokens: int
 
 
 class ImageDecodeError(ValueError):
@@ -38,54 +59,6 @@ def decode_rgb(data: bytes) -> Image.Image:
         raise ImageDecodeError(f"cannot decode image: {exc}") from exc
 
 
-class InternVLEngine:
-    def __init__(self, checkpoint: Path, dtype: torch.dtype = torch.float32, device: str = "cpu"):
-        from transformers import AutoTokenizer
-
-        self.info = read_checkpoint_info(checkpoint)
-        self.tokenizer: Any = AutoTokenizer.from_pretrained(str(checkpoint), local_files_only=True)
-        image_token_id = _token_id(self.tokenizer, IMG_CONTEXT)
-        self.stop_id = _token_id(self.tokenizer, self.info.template.separator)
-        self.device = torch.device(device)
-        self.model: Any = load_native_model(self.info, image_token_id, dtype).to(self.device)
-        self.dtype = dtype
-
-    @torch.inference_mode()
-    def generate(
-        self, images: list[bytes], question: str, max_new_tokens: int, max_tiles: int
-    ) -> Generation:
-        tiles_per_image: list[int] = []
-        pixel_batches = []
-        for data in images:
-            tiles = tile_image(decode_rgb(data), max_tiles, self.info.use_thumbnail)
-            tiles_per_image.append(len(tiles))
-            pixel_batches.append(normalize_tiles(tiles))
-        prompt = build_prompt(
-            self.info.template, question, tiles_per_image, self.info.tokens_per_tile
-        )
-        enc = self.tokenizer(prompt, return_tensors="pt")
-        pixels = torch.from_numpy(
-            pixel_batches[0] if len(pixel_batches) == 1 else _concat(pixel_batches)
-        )
-        input_ids = enc["input_ids"].to(self.device)
-        out = self.model.generate(
-            input_ids=input_ids,
-            attention_mask=enc["attention_mask"].to(self.device),
-            pixel_values=pixels.to(self.device, self.dtype),
-            max_new_tokens=max_new_tokens,
-            do_sample=False,
-            eos_token_id=self.stop_id,
-            pad_token_id=self.tokenizer.pad_token_id,
-        )
-        new_ids = out[0, input_ids.shape[1] :].tolist()
-        if self.stop_id in new_ids:
-            new_ids = new_ids[: new_ids.index(self.stop_id) + 1]
-        text = self.tokenizer.decode(new_ids, skip_special_tokens=True)
-        return Generation(
-            text=text.strip(), prompt_tokens=input_ids.shape[1], generated_tokens=len(new_ids)
-        )
-
-
 def _token_id(tokenizer: Any, token: str) -> int:
     """The id of a token that must exist as one piece in the vocabulary."""
     vocab = tokenizer.get_vocab()
@@ -94,7 +67,126 @@ def _token_id(tokenizer: Any, token: str) -> int:
     return int(vocab[token])
 
 
-def _concat(batches: list[Any]) -> Any:
-    import numpy as np
+def rope_switch_length(llm: dict[str, Any]) -> int | None:
+    """The sequence length at which the LLM's rotary frequencies change, if they do."""
+    scaling = llm.get("rope_scaling") or {}
+    kind = scaling.get("type", scaling.get("rope_type"))
+    if kind in ("su", "longrope"):
+        return int(llm["original_max_position_embeddings"])
+    if kind == "dynamic":
+        return int(llm["max_position_embeddings"])
+    return None
 
-    return np.concatenate(batches, axis=0)
+
+class InternVLEngine:
+    def __init__(
+        self,
+        checkpoint: Path,
+        dtype: torch.dtype = torch.float32,
+        device: str = "cpu",
+        dummy_size: str | None = None,
+    ) -> None:
+        """``dummy_size`` ("1b", "2b", "4b"): ignore the checkpoint's weights and build that
+        size's full architecture with random weights (throughput runs without downloads);
+        the tokenizer still comes from ``checkpoint``, which must have the same backbone."""
+        self.info = read_checkpoint_info(checkpoint)
+        self.tokenizer: Any = load_tokenizer(self.info)
+        self.tokenizer.padding_side = "left"  # generation appends on the right
+        image_token_id = _token_id(self.tokenizer, IMG_CONTEXT)
+        self.stop_id = _token_id(self.tokenizer, self.info.template.separator)
+        self.pad_id = self.tokenizer.pad_token_id
+        if self.pad_id is None:
+            self.pad_id = self.stop_id
+            self.tokenizer.pad_token_id = self.stop_id
+        self.device = torch.device(device)
+        if dummy_size is None:
+            model = load_native_model(self.info, image_token_id, dtype)
+        else:
+            model = build_dummy_model(self.info, dummy_size, image_token_id, dtype, self.device)
+        self.model: Any = model.to(self.device)
+        self.dtype = dtype
+        self.rope_switch = rope_switch_length(self.info.raw_config["llm_config"])
+
+    def generate(
+        self, images: list[bytes], question: str, max_new_tokens: int, max_tiles: int
+    ) -> Generation:
+        result = self.generate_batch(
+            [GenerationRequest(images, question, max_new_tokens, max_tiles)]
+        )[0]
+        if isinstance(result, Exception):
+            raise result
+        return result
+
+    def generate_batch(self, requests: list[GenerationRequest]) -> list[Generation | Exception]:
+        """One generation per request, in order; a failed request yields its exception."""
+        results: dict[int, Generation | Exception] = {}
+        prepared: dict[int, _Prepared] = {}
+        for index, request in enumerate(requests):
+            try:
+                prepared[index] = self._prepare(request)
+            except (ImageDecodeError, ValueError) as exc:
+                results[index] = exc
+        groups: dict[object, list[int]] = {}
+        for index, item in prepared.items():
+            groups.setdefault(self._batch_key(index, item), []).append(index)
+        for indices in groups.values():
+            generated = self._generate_prepared([prepared[i] for i in indices])
+            results.update(zip(indices, generated, strict=True))
+        return [results[index] for index in range(len(requests))]
+
+    def _batch_key(self, index: int, item: _Prepared) -> object:
+        """Which requests may share a batch without changing anyone's output.
+
+        Length-dependent RoPE (Phi-3 longrope, InternLM2 dynamic NTK) picks its frequencies
+        from the longest sequence in the batch; a request joins others only when it stays on
+        the same side of that switch for its whole generation, else it runs alone.
+        """
+        if self.rope_switch is None:
+            return "any"
+        if item.prompt_tokens + item.max_new_tokens <= self.rope_switch:
+            return "below"
+        if item.prompt_tokens > self.rope_switch:
+            return "above"
+        return ("alone", index)
+
+    def _prepare(self, request: GenerationRequest) -> _Prepared:
+        if not request.images:
+            raise ValueError("a request needs at least one image")
+        tiles_per_image, batches = [], []
+        for data in request.images:
+            pixels = preprocess_image(decode_rgb(data), request.max_tiles, self.info.use_thumbnail)
+            tiles_per_image.append(pixels.shape[0])
+            batches.append(pixels)
+        prompt = build_prompt(
+            self.info.template, request.question, tiles_per_image, self.info.tokens_per_tile
+        )
+        length = len(self.tokenizer(prompt)["input_ids"])
+        return _Prepared(prompt, np.concatenate(batches, axis=0), request.max_new_tokens, length)
+
+    @torch.inference_mode()
+    def _generate_prepared(self, prepared: list[_Prepared]) -> list[Generation]:
+        enc = self.tokenizer([p.prompt for p in prepared], return_tensors="pt", padding=True)
+        pixels = torch.from_numpy(np.concatenate([p.pixels for p in prepared], axis=0))
+        input_ids = enc["input_ids"].to(self.device)
+        out = self.model.generate(
+            input_ids=input_ids,
+            attention_mask=enc["attention_mask"].to(self.device),
+            pixel_values=pixels.to(self.device, self.dtype),
+            max_new_tokens=max(p.max_new_tokens for p in prepared),
+            do_sample=False,
+            eos_token_id=self.stop_id,
+            pad_token_id=self.pad_id,
+        )
+        prompt_lengths = enc["attention_mask"].sum(dim=1).tolist()
+        generations = []
+        for row, item in enumerate(prepared):
+            new_ids = out[row, input_ids.shape[1] :].tolist()[: item.max_new_tokens]
+            # Like model.chat: the answer ends at the separator, which is counted but not shown
+            # (Phi-3's <|end|> is not a "special" token, so skip_special_tokens keeps it).
+            answer_ids = new_ids
+            if self.stop_id in new_ids:
+                answer_ids = new_ids[: new_ids.index(self.stop_id)]
+                new_ids = new_ids[: len(answer_ids) + 1]
+            text = self.tokenizer.decode(answer_ids, skip_special_tokens=True)
+            generations.append(Generation(text.strip(), int(prompt_lengths[row]), len(new_ids)))
+        return generations

@@ -1,8 +1,10 @@
 """The Triton Python-backend model class, shared by every model in ``model_repository/``.
 
 Parameters (config.pbtxt): ``checkpoint`` (a directory; relative names resolve under
-``$POCKETVL_CHECKPOINT_DIR``), ``dtype`` (float32 | bfloat16 | float16), ``torch_threads``.
-Each request gets its own response; a bad image fails only that request.
+``$POCKETVL_CHECKPOINT_DIR``), ``dtype`` (float32 | bfloat16 | float16), ``torch_threads``,
+``dummy_weights`` (empty, or a size: full-size architecture with random weights).
+Requests that Triton's dynamic batcher delivers together are generated as one batch;
+each gets its own response, and a bad request fails only itself.
 """
 
 from __future__ import annotations
@@ -42,44 +44,62 @@ class TritonPythonModel:
         if threads > 0:
             torch.set_num_threads(threads)
         device = "cuda" if args.get("model_instance_kind") == "GPU" else "cpu"
+        if device == "cuda":
+            device = f"cuda:{args.get('model_instance_device_id', '0')}"
         self.engine = InternVLEngine(
-            resolve_checkpoint(params["checkpoint"]), getattr(torch, dtype), device
+            resolve_checkpoint(params["checkpoint"]),
+            getattr(torch, dtype),
+            device,
+            dummy_size=params.get("dummy_weights") or None,
         )
 
     def execute(self, requests: list[Any]) -> list[Any]:
         import triton_python_backend_utils as pb_utils
 
-        responses = []
+        from pocketvl.internvl.engine import GenerationRequest
+
+        parsed: list[GenerationRequest | Exception] = []
         for request in requests:
             try:
-                responses.append(self._answer(pb_utils, request))
-            except Exception as exc:  # one bad request must not fail its neighbours
-                error = pb_utils.TritonError(f"{type(exc).__name__}: {exc}")
-                responses.append(pb_utils.InferenceResponse(error=error))
-        return responses
+                parsed.append(self._parse(pb_utils, request))
+            except Exception as exc:  # malformed tensors fail this request only
+                parsed.append(exc)
+        valid = [p for p in parsed if isinstance(p, GenerationRequest)]
+        results = iter(self.engine.generate_batch(valid) if valid else [])
+        return [
+            _response(pb_utils, next(results) if isinstance(p, GenerationRequest) else p)
+            for p in parsed
+        ]
 
-    def _answer(self, pb_utils: Any, request: Any) -> Any:
-        def scalar(spec: tc.TensorSpec) -> Any:
-            tensor = pb_utils.get_input_tensor_by_name(request, spec.name)
-            return None if tensor is None else tensor.as_numpy().reshape(-1)[0]
+    def _parse(self, pb_utils: Any, request: Any) -> Any:
+        from pocketvl.internvl.engine import GenerationRequest
 
-        images = pb_utils.get_input_tensor_by_name(request, tc.IMAGES.name).as_numpy().reshape(-1)
-        question = scalar(tc.QUESTION)
-        max_tiles = scalar(tc.MAX_TILES)
-        result = self.engine.generate(
-            images=[bytes(i) for i in images],
-            question=question.decode("utf-8"),
-            max_new_tokens=int(scalar(tc.MAX_NEW_TOKENS)),
-            max_tiles=int(max_tiles)
+        def tensor(spec: tc.TensorSpec) -> Any:
+            found = pb_utils.get_input_tensor_by_name(request, spec.name)
+            return None if found is None else found.as_numpy().reshape(-1)
+
+        max_tiles = tensor(tc.MAX_TILES)
+        return GenerationRequest(
+            images=[bytes(i) for i in tensor(tc.IMAGES)],
+            question=bytes(tensor(tc.QUESTION)[0]).decode("utf-8"),
+            max_new_tokens=int(tensor(tc.MAX_NEW_TOKENS)[0]),
+            max_tiles=int(max_tiles[0])
             if max_tiles is not None
             else self.engine.info.max_dynamic_patch,
         )
-        return pb_utils.InferenceResponse(
-            output_tensors=[
-                pb_utils.Tensor(tc.TEXT.name, np.array([result.text.encode()], dtype=np.object_)),
-                pb_utils.Tensor(tc.PROMPT_TOKENS.name, np.array([result.prompt_tokens], np.int32)),
-                pb_utils.Tensor(
-                    tc.GENERATED_TOKENS.name, np.array([result.generated_tokens], np.int32)
-                ),
-            ]
-        )
+
+
+def _response(pb_utils: Any, result: Any) -> Any:
+    if isinstance(result, Exception):
+        error = pb_utils.TritonError(f"{type(result).__name__}: {result}")
+        return pb_utils.InferenceResponse(error=error)
+    # Outputs carry the batch dimension: one row per request.
+    return pb_utils.InferenceResponse(
+        output_tensors=[
+            pb_utils.Tensor(tc.TEXT.name, np.array([[result.text.encode()]], dtype=np.object_)),
+            pb_utils.Tensor(tc.PROMPT_TOKENS.name, np.array([[result.prompt_tokens]], np.int32)),
+            pb_utils.Tensor(
+                tc.GENERATED_TOKENS.name, np.array([[result.generated_tokens]], np.int32)
+            ),
+        ]
+    )

@@ -1,0 +1,52 @@
+"""The Triton models on the real local Triton: every tiny backbone, batching, token counts."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from pocketvl.generation import GenerationResult
+from pocketvl.inference import TritonInference
+from pocketvl.paths import TINY_MODELS
+from pocketvl.samples import chest_xray, road_scene, satellite_tile
+from pocketvl.settings import Settings
+
+pytestmark = pytest.mark.integration
+
+IMAGES = [road_scene(11), satellite_tile(12), chest_xray(13), road_scene(14)]
+
+
+def ask(triton: TritonInference, model: str, index: int) -> GenerationResult:
+    budget = 3 + 2 * index  # per-request token budgets differ inside one batch
+    return triton.generate(model, [IMAGES[index]], f"Question number {index}?", budget, 1 + index)
+
+
+@pytest.mark.parametrize("model", TINY_MODELS)
+def test_each_tiny_backbone_answers_with_token_counts(settings: Settings, model: str) -> None:
+    triton = TritonInference(settings.triton)
+    result = ask(triton, model, 1)
+    assert result.model_version == "1"
+    assert 1 <= result.generated_tokens <= 5
+    assert result.prompt_tokens > 256  # at least one tile of image context
+    triton.close()
+
+
+@pytest.mark.parametrize("model", TINY_MODELS)
+def test_concurrent_requests_are_batched_and_equal_to_single_runs(
+    settings: Settings, model: str
+) -> None:
+    triton = TritonInference(settings.triton)
+    alone = [ask(triton, model, i) for i in range(len(IMAGES))]
+    before = _batch_sizes(triton, model)
+    with ThreadPoolExecutor(max_workers=len(IMAGES)) as pool:
+        together = list(pool.map(lambda i: ask(triton, model, i), range(len(IMAGES))))
+    assert together == alone
+    grown = {size: n - before.get(size, 0) for size, n in _batch_sizes(triton, model).items()}
+    assert any(size > 1 and n > 0 for size, n in grown.items()), grown
+    triton.close()
+
+
+def _batch_sizes(triton: TritonInference, model: str) -> dict[int, int]:
+    stats = triton.client.get_inference_statistics(model).model_stats[0]
+    return {int(b.batch_size): int(b.compute_infer.count) for b in stats.batch_stats}
