@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
+import shutil
 from pathlib import Path
 
 from pocketvl.errors import StackError
@@ -40,10 +42,19 @@ def ensure_tiny_checkpoints() -> Path:
 
 
 def build_tiny_checkpoints(root: Path) -> None:
-    """One tiny checkpoint per LLM backbone, named as ``model_repository`` expects."""
-    from pocketvl.internvl.tiny import build_tiny_checkpoint
+    """One tiny checkpoint per LLM backbone, named as ``model_repository`` expects.
 
+    Rebuilt when the code that builds them changes (a stamp holds its hash), so a checkout
+    never serves tiny checkpoints left over from an older version.
+    """
+    from pocketvl.internvl import tiny, tiny_tokenizers
+
+    sources = (Path(tiny.__file__), Path(tiny_tokenizers.__file__))
+    version = hashlib.sha256(b"".join(p.read_bytes() for p in sources)).hexdigest()
     for name in TINY.values():
         target = root / name
-        if not (target / "model.safetensors").is_file():
-            build_tiny_checkpoint(target, backbone=name.rsplit("-", 1)[1])
+        stamp = root / f".{name}.build"  # beside it: the checkpoint keeps the original layout
+        if not stamp.is_file() or stamp.read_text() != version:
+            shutil.rmtree(target, ignore_errors=True)
+            tiny.build_tiny_checkpoint(target, backbone=name.rsplit("-", 1)[1])
+            stamp.write_text(version)
