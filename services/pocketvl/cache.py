@@ -17,7 +17,7 @@ import redis
 
 from pocketvl.generation import GenerationResult
 
-KEY_VERSION = "v1"
+KEY_VERSION = "v2"  # v2: decode parameters and composition joined the key
 log = logging.getLogger(__name__)
 
 

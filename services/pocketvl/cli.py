@@ -82,15 +82,23 @@ def _request_from_args(args: argparse.Namespace) -> dict[str, Any]:
         ".jpeg": "image/jpeg",
         ".png": "image/png",
         ".webp": "image/webp",
+        ".tif": "image/tiff",
+        ".tiff": "image/tiff",
+        ".dcm": "application/dicom",
+        ".mp4": "video/mp4",
+        ".webm": "video/webm",
+        ".mov": "video/quicktime",
     }
-    images = []
+    images: list[dict[str, Any]] = []
     for name in args.image:
         path = Path(name)
         if path.suffix.lower() not in media:
-            raise PocketvlError(f"{path}: use a .jpg, .jpeg, .png or .webp file")
+            raise PocketvlError(f"{path}: use one of {', '.join(sorted(media))}")
         if not path.is_file():
             raise PocketvlError(f"{path}: no such file")
-        images.append(inline(path.read_bytes(), media[path.suffix.lower()]))
+        cameras = args.camera or []
+        camera = cameras[len(images)] if len(images) < len(cameras) else None
+        images.append(inline(path.read_bytes(), media[path.suffix.lower()], camera))
     if args.task:
         task = json.loads(args.task)
     elif args.question:
@@ -98,13 +106,16 @@ def _request_from_args(args: argparse.Namespace) -> dict[str, Any]:
         task = {"type": default[args.domain], "question": args.question}
     else:
         raise PocketvlError("give --question TEXT or --task JSON")
-    return {
+    request = {
         "schema_version": "1",
         "event_id": args.event_id or str(uuid.uuid4()),
         "domain": args.domain,
         "task": task,
         "images": images,
     }
+    if args.decode:
+        request["decode"] = json.loads(args.decode)
+    return request
 
 
 def cmd_produce(args: argparse.Namespace) -> int:
@@ -223,31 +234,24 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_eval(args: argparse.Namespace) -> int:
+    from pocketvl.evaluation.runner import eval_command
+
+    out = Path(args.out) if args.out else None
+    return eval_command(_settings(args.stack), Path(args.dataset), out, args.timeout)
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from pocketvl.demo import run_demo
 
     return run_demo()
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="pocketvl", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
+def connect(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--stack", action="store_true", help="use the stack from `pocketvl stack up`")
 
-    stack = sub.add_parser("stack", help="embedded local broker, Redis and Triton")
-    stack.add_argument("action", choices=["up", "down", "status", "env"])
-    stack.set_defaults(func=cmd_stack)
 
-    def connect(p: argparse.ArgumentParser) -> None:
-        p.add_argument(
-            "--stack", action="store_true", help="use the stack from `pocketvl stack up`"
-        )
-
-    worker = sub.add_parser("worker", help="consume requests, answer them")
-    connect(worker)
-    worker.add_argument("--max-records", type=int, help="stop after this many records")
-    worker.add_argument("--idle-timeout", type=float, help="stop after this many idle seconds")
-    worker.set_defaults(func=cmd_worker)
-
+def _add_produce_parser(sub: Any) -> None:
     produce = sub.add_parser("produce", help="publish one request from image files")
     connect(produce)
     produce.add_argument(
@@ -256,24 +260,14 @@ def build_parser() -> argparse.ArgumentParser:
     produce.add_argument("--image", action="append", required=True, help="repeat for several")
     produce.add_argument("--question", help="question (drivelm / vqa task)")
     produce.add_argument("--task", help='task as JSON, e.g. \'{"type": "caption"}\'')
+    produce.add_argument("--camera", action="append", help="drivelm: camera name per --image")
+    produce.add_argument("--decode", help="decode options as JSON, e.g. '{\"bands\": [3, 2, 1]}'")
     produce.add_argument("--key", help="Kafka key: the entity (vehicle, tile, study)")
     produce.add_argument("--event-id", help="default: a new UUID")
     produce.set_defaults(func=cmd_produce)
 
-    tail = sub.add_parser("tail", help="print answers (or DLQ records), bounded")
-    connect(tail)
-    tail.add_argument("--domain", choices=["driving", "remote_sensing", "medical"])
-    tail.add_argument("--json", action="store_true", help="answer values as JSON lines")
-    tail.add_argument("--dlq", action="store_true", help="read the DLQ topics instead")
-    tail.add_argument("--count", type=int, help="stop after this many records")
-    tail.add_argument("--timeout", type=float, default=10.0, help="stop after this many seconds")
-    tail.set_defaults(func=cmd_tail)
 
-    schemas = sub.add_parser("schemas", help="JSON Schemas of the messages")
-    schemas.add_argument("action", choices=["export", "check"])
-    schemas.add_argument("--dir", default="schemas")
-    schemas.set_defaults(func=cmd_schemas)
-
+def _add_models_parser(sub: Any) -> None:
     models = sub.add_parser("models", help="the checkpoint catalog and Triton models")
     models.add_argument(
         "action", choices=["list", "routes", "fetch", "verify", "repository", "build-tiny"]
@@ -294,6 +288,46 @@ def build_parser() -> argparse.ArgumentParser:
     models.add_argument("--max-batch-size", type=int, default=4)
     models.add_argument("--dummy-weights", action="store_true", help="random full-size weights")
     models.set_defaults(func=cmd_models)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pocketvl", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    stack = sub.add_parser("stack", help="embedded local broker, Redis and Triton")
+    stack.add_argument("action", choices=["up", "down", "status", "env"])
+    stack.set_defaults(func=cmd_stack)
+
+    worker = sub.add_parser("worker", help="consume requests, answer them")
+    connect(worker)
+    worker.add_argument("--max-records", type=int, help="stop after this many records")
+    worker.add_argument("--idle-timeout", type=float, help="stop after this many idle seconds")
+    worker.set_defaults(func=cmd_worker)
+
+    _add_produce_parser(sub)
+
+    tail = sub.add_parser("tail", help="print answers (or DLQ records), bounded")
+    connect(tail)
+    tail.add_argument("--domain", choices=["driving", "remote_sensing", "medical"])
+    tail.add_argument("--json", action="store_true", help="answer values as JSON lines")
+    tail.add_argument("--dlq", action="store_true", help="read the DLQ topics instead")
+    tail.add_argument("--count", type=int, help="stop after this many records")
+    tail.add_argument("--timeout", type=float, default=10.0, help="stop after this many seconds")
+    tail.set_defaults(func=cmd_tail)
+
+    schemas = sub.add_parser("schemas", help="JSON Schemas of the messages")
+    schemas.add_argument("action", choices=["export", "check"])
+    schemas.add_argument("--dir", default="schemas")
+    schemas.set_defaults(func=cmd_schemas)
+
+    _add_models_parser(sub)
+
+    evaluate = sub.add_parser("eval", help="score a labelled JSONL set through the service")
+    connect(evaluate)
+    evaluate.add_argument("dataset", help="JSON Lines: {key?, request, label} per line")
+    evaluate.add_argument("--out", help="also write the report as JSON here")
+    evaluate.add_argument("--timeout", type=float, default=300.0, help="seconds to wait")
+    evaluate.set_defaults(func=cmd_eval)
 
     demo = sub.add_parser("demo", help="start the local stack, answer the examples, stop")
     demo.set_defaults(func=cmd_demo)

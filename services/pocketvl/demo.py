@@ -26,12 +26,14 @@ def _examples() -> list[dict[str, Any]]:
     return [json.loads(p.read_text()) for p in sorted(directory.glob("*.json"))]
 
 
-def _publish(settings: Settings, requests: list[dict[str, Any]], suffix: str) -> list[str]:
+def _publish(
+    settings: Settings, requests: list[dict[str, Any]], suffix: str
+) -> list[dict[str, Any]]:
     producer = make_producer(settings.kafka)
-    ids, futures = [], []
+    sent, futures = [], []
     for example in requests:
         request = {**example, "event_id": f"{example['event_id']}-{suffix}"}
-        ids.append(request["event_id"])
+        sent.append(request)
         headers = cloudevent_headers(request["event_id"], "/pocketvl/demo", "pocketvl.demo.v1")
         headers.append(("x-demo-round", suffix.encode()))
         record = OutboundRecord(
@@ -44,10 +46,41 @@ def _publish(settings: Settings, requests: list[dict[str, Any]], suffix: str) ->
     for future in futures:
         future.get(timeout=30)
     producer.close()
-    return ids
+    return sent
 
 
-def _print_answers(settings: Settings, ids: list[str]) -> None:
+def _inputs(request: dict[str, Any]) -> str:
+    kinds = [i["media_type"].split("/")[-1] for i in request["images"]]
+    return f"{len(kinds)}x{kinds[0]}" if len(kinds) > 1 else kinds[0]
+
+
+def _summary(answer: dict[str, Any]) -> str:
+    """The typed answer in a few words (the full JSON is on the answers topic)."""
+    typed = answer["answer"]
+    kind = typed["kind"]
+    if kind == "label":
+        return f"label={typed['label']}"
+    if kind == "yes_no":
+        return f"yes_no={typed['value']}"
+    if kind == "choice":
+        return f"choice={typed['letter']} ({typed['option']})"
+    if kind == "boxes":
+        return f"{len(typed['boxes'])} box(es) " + " ".join(
+            f"[{b['x1']:.0f},{b['y1']:.0f},{b['x2']:.0f},{b['y2']:.0f}]" for b in typed["boxes"][:2]
+        )
+    if kind == "bdd":
+        parts = [
+            f"{k}={typed[k]['value']}{typed[k]['unit']}"
+            for k in ("speed", "turning_angle")
+            if typed[k]
+        ]
+        return " ".join(parts) or str(typed["action"] or typed["justification"])
+    if kind == "drivelm":
+        return f"{len(typed['objects'])} object ref(s); " + json.dumps(typed["text"])[:TEXT_WIDTH]
+    return json.dumps(typed["text"], ensure_ascii=False)[:TEXT_WIDTH]
+
+
+def _print_answers(settings: Settings, requests: list[dict[str, Any]]) -> None:
     topics = [
         topic(settings.kafka.topic_prefix, d, "answers")
         for d in ("driving", "remote_sensing", "medical")
@@ -57,19 +90,54 @@ def _print_answers(settings: Settings, ids: list[str]) -> None:
         answer = json.loads(record.value)
         answers[answer["event_id"]] = answer
     header = (
-        f"{'domain':15} {'task':8} {'event_id':24} {'triton model (checkpoint)':45} "
-        f"{'status':8} {'cache':5} {'ms':>6}  answer"
+        f"{'domain':15} {'task':9} {'input':7} {'triton model':22} "
+        f"{'status':8} {'cache':5} {'ms':>6}  answer (typed)"
     )
     print(header)
-    print("-" * len(header))
-    for event_id in ids:
-        a = answers[event_id]
-        model = f"{a['model']['triton_model']} ({a['model']['checkpoint']})"
-        text = json.dumps(a["answer"]["text"], ensure_ascii=False)[:TEXT_WIDTH]
+    print("-" * (len(header) + 30))
+    for request in requests:
+        a = answers[request["event_id"]]
         print(
-            f"{a['domain']:15} {a['task']['type']:8} {event_id:24} {model:45} {a['status']:8} "
-            f"{a['cache']:5} {a['timings']['total_ms']:6.1f}  {text}"
+            f"{a['domain']:15} {a['task']['type']:9} {_inputs(request):7} "
+            f"{a['model']['triton_model']:22} {a['status']:8} {a['cache']:5} "
+            f"{a['timings']['total_ms']:6.1f}  {_summary(a)}"
         )
+
+
+# Answers in the formats the DA checkpoints were trained to produce (facts sections 2.4, 3).
+PUBLISHED_FORMAT_ANSWERS = {
+    "drivelm": "A car <c1,CAM_FRONT,[480,300]> and a pedestrian <c2,CAM_BACK_LEFT,[150,720]>.",
+    "bdd": "Speed: 5.2; Turn angle: -3.1",
+    "vqa": "Yes",
+    "classify": "River",
+    "ground": "<ref>the river</ref><box>[[0, 300, 1000, 420]]</box>",
+    "caption": "A river runs between farmland fields.",
+    "choice": "B",
+}
+
+
+def _show_parsers(settings: Settings, examples: list[dict[str, Any]]) -> None:
+    """The parsers on sample answers in the published formats: what a real checkpoint's
+    text becomes. Labelled as such: this is not model output."""
+    from pocketvl.contracts.messages import REQUEST_ADAPTER
+    from pocketvl.domains.compose import compose
+    from pocketvl.domains.parsers import parse_answer
+    from pocketvl.images import ImageLoader
+    from pocketvl.media import decode_media
+    from pocketvl.worker.pipeline import decode_options
+
+    print("\n== typed answers: the parsers on sample answers in the published formats ==")
+    print("   (not model output: this is what a real DA checkpoint's text turns into)")
+    for example in examples:
+        request = REQUEST_ADAPTER.validate_python(example)
+        options = decode_options(settings.limits, request.decode)
+        loaded = ImageLoader(settings.limits).load_all(request.images)
+        media = [decode_media(i.data, i.media_type, options) for i in loaded]
+        context = compose(request, media, "").context
+        text = PUBLISHED_FORMAT_ANSWERS[request.task.type]
+        status, typed = parse_answer(request.task, text, context)
+        summary = _summary({"answer": typed.model_dump(mode="json")})
+        print(f"  {request.domain:15} {request.task.type:9} {status:8} {text[:44]:46} -> {summary}")
 
 
 def _settings_for(state: StackState) -> Settings:
@@ -105,10 +173,10 @@ def run_demo() -> int:
         examples = _examples()
         try:
             for round_name, label in (("1", "first requests"), ("2", "the same requests again")):
-                ids = _publish(settings, examples, round_name)
-                worker.run(max_records=len(ids) * int(round_name))
+                sent = _publish(settings, examples, round_name)
+                worker.run(max_records=len(sent) * int(round_name))
                 print(f"\n== {label} ==")
-                _print_answers(settings, ids)
+                _print_answers(settings, sent)
             _send_malformed(settings)
             worker.run(max_records=worker.stats.processed + 1)
             dlq = read_records(
@@ -118,6 +186,7 @@ def run_demo() -> int:
             print(
                 f"\n== a malformed record ==\n  went to pocketvl.medical.dlq with reason {reasons}"
             )
+            _show_parsers(settings, examples)
         finally:
             worker.close()
     print(

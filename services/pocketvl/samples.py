@@ -76,35 +76,139 @@ def inline(data: bytes, media_type: str, name: str | None = None) -> dict[str, A
     return image
 
 
+def multiband_tiff(seed: int = 0, size: tuple[int, int] = (160, 160), bands: int = 4) -> bytes:
+    """A 16-bit, ``bands``-band satellite-like GeoTIFF-style raster (band-interleaved, like
+    GDAL output): fields and a river, values in a sensor-like 0-12000 range."""
+    import numpy as np
+    import tifffile
+
+    rng = np.random.default_rng(seed)
+    w, h = size
+    y, x = np.mgrid[0:h, 0:w]
+    base = 2000 + 1500 * np.sin(x / 17.0) * np.cos(y / 23.0)
+    river = np.abs(y - (h / 3 + x / 4)) < 6
+    cube = np.stack([base * (0.6 + 0.25 * b) for b in range(bands)], axis=0)
+    water = np.array([300.0 + 200 * b for b in range(bands)])  # dark in every band
+    cube[:, river] = water[:, None]
+    cube += rng.normal(0, 120, cube.shape)
+    buffer = io.BytesIO()
+    tifffile.imwrite(buffer, np.clip(cube, 0, 12000).astype("uint16"), photometric="minisblack")
+    return buffer.getvalue()
+
+
+def dicom_radiograph(seed: int = 0, size: tuple[int, int] = (192, 192)) -> bytes:
+    """A synthetic 16-bit MONOCHROME2 DICOM with rescale slope/intercept and a window.
+
+    Identifiers are placeholders: nothing here describes a person."""
+    import numpy as np
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
+
+    gray = np.asarray(Image.open(io.BytesIO(chest_xray(seed, size))), dtype=np.uint16)
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
+    meta.MediaStorageSOPInstanceUID = generate_uid(entropy_srcs=[f"pocketvl-{seed}"])
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID = (
+        meta.MediaStorageSOPClassUID,
+        meta.MediaStorageSOPInstanceUID,
+    )
+    ds.PatientName, ds.PatientID, ds.Modality = "SYNTHETIC^PHANTOM", "SYNTH-0001", "DX"
+    ds.Rows, ds.Columns = gray.shape
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
+    ds.RescaleSlope, ds.RescaleIntercept = 4, -1024
+    ds.WindowCenter, ds.WindowWidth = -500, 1000
+    ds.PixelData = (gray * 4).astype("<u2").tobytes()  # stored values 0..1020
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()
+
+
 def example_requests() -> dict[str, dict[str, Any]]:
-    """One request per domain, keyed by file stem (``schemas/examples/<stem>.json``)."""
+    """One request per domain and task, keyed by file stem (``schemas/examples/<stem>.json``)."""
+    cameras = (
+        "CAM_FRONT_LEFT",
+        "CAM_FRONT",
+        "CAM_FRONT_RIGHT",
+        "CAM_BACK_LEFT",
+        "CAM_BACK",
+        "CAM_BACK_RIGHT",
+    )
+    tile = inline(satellite_tile(2), "image/png")
+
+    def request(
+        event_id: str, domain: str, task: dict[str, Any], images: list[dict[str, Any]], **extra: Any
+    ) -> dict[str, Any]:
+        return {
+            "schema_version": "1",
+            "event_id": event_id,
+            "domain": domain,
+            "task": task,
+            "images": images,
+            **extra,
+        }
+
     return {
-        "driving.drivelm": {
-            "schema_version": "1",
-            "event_id": "example-driving-0001",
-            "domain": "driving",
-            "task": {
-                "type": "drivelm",
-                "question": "What are the important objects in the current scene?",
+        "driving.drivelm": request(
+            "example-driving-drivelm-0001",
+            "driving",
+            {"type": "drivelm", "question": "What are the important objects in the current scene?"},
+            [
+                inline(road_scene(10 + i, (320, 180)), "image/jpeg", name)
+                for i, name in enumerate(cameras)
+            ],
+        ),
+        "driving.bdd": request(
+            "example-driving-bdd-0001",
+            "driving",
+            {"type": "bdd", "predict": "control"},
+            [inline(road_scene(20 + i, (320, 180)), "image/jpeg", f"frame-{i}") for i in range(4)],
+        ),
+        "remote_sensing.vqa": request(
+            "example-rs-vqa-0001",
+            "remote_sensing",
+            {"type": "vqa", "question": "Is there a river in the image?"},
+            [tile],
+        ),
+        "remote_sensing.classify": request(
+            "example-rs-classify-0001",
+            "remote_sensing",
+            {
+                "type": "classify",
+                "labels": ["farmland", "forest", "river", "residential area", "airport"],
             },
-            "images": [inline(road_scene(1), "image/jpeg", "CAM_FRONT")],
-        },
-        "remote_sensing.vqa": {
-            "schema_version": "1",
-            "event_id": "example-rs-0001",
-            "domain": "remote_sensing",
-            "task": {"type": "vqa", "question": "Is there a river in the image?"},
-            "images": [inline(satellite_tile(2), "image/png")],
-        },
-        "medical.choice": {
-            "schema_version": "1",
-            "event_id": "example-medical-0001",
-            "domain": "medical",
-            "task": {
+            [inline(multiband_tiff(3, (96, 96)), "image/tiff")],
+            decode={"bands": [2, 1, 0]},
+        ),
+        "remote_sensing.ground": request(
+            "example-rs-ground-0001",
+            "remote_sensing",
+            {"type": "ground", "expression": "the river"},
+            [tile],
+        ),
+        "remote_sensing.caption": request(
+            "example-rs-caption-0001",
+            "remote_sensing",
+            {"type": "caption"},
+            [inline(satellite_tile(4), "image/png")],
+        ),
+        "medical.vqa": request(
+            "example-medical-vqa-0001",
+            "medical",
+            {"type": "vqa", "question": "Is there a nodule in the left lung?"},
+            [inline(dicom_radiograph(5, (128, 128)), "application/dicom")],
+        ),
+        "medical.choice": request(
+            "example-medical-choice-0001",
+            "medical",
+            {
                 "type": "choice",
                 "question": "Which finding is visible in this chest radiograph?",
                 "options": ["Normal", "Nodule", "Pleural effusion", "Pneumothorax"],
             },
-            "images": [inline(chest_xray(3), "image/png")],
-        },
+            [inline(chest_xray(3), "image/png")],
+        ),
     }

@@ -102,6 +102,8 @@ class LimitSettings(BaseModel):
     max_inline_image_bytes: int = Field(default=2 * 1024 * 1024, ge=1024)
     max_image_pixels: int = Field(default=40_000_000, ge=1024)
     max_images: int = Field(default=8, ge=1)
+    # Frames in the SOURCE (a video is decoded up to its last sampled frame): 1 min at 30 fps.
+    max_frames: int = Field(default=1800, ge=1, description="video / multi-frame DICOM frames")
     # Claim-check references: only file:// under these roots are read.
     file_roots: list[Path] = Field(default_factory=list)
 

@@ -88,7 +88,7 @@ def test_cli_errors_say_what_to_fix(tmp_path: Path) -> None:
         "produce", "--domain", "medical", "--image", str(tmp_path / "scan.bmp"), "--question", "Q"
     )
     assert wrong.returncode == 2
-    assert ".png" in wrong.stderr
+    assert ".png" in wrong.stderr and ".dcm" in wrong.stderr
     bad_env = pocketvl("schemas", "check", env={"POCKETVL_KAFKA__TOPIC_PREFIX": "bad prefix"})
     assert bad_env.returncode == 0  # schemas need no settings
     worker = pocketvl(

@@ -117,3 +117,39 @@ def test_worker_stops_on_request(settings: Settings) -> None:
         assert worker.run(stop).processed == 0
     finally:
         worker.close()
+
+
+def test_every_example_and_a_video_clip_get_schema_valid_answers(settings: Settings) -> None:
+    import jsonschema
+
+    from pocketvl.contracts.export import schemas
+    from pocketvl.contracts.messages import Answer
+    from pocketvl.samples import inline
+    from tests.unit.media_samples import video_bytes
+    from tests.unit.test_contracts import EXAMPLES
+
+    sent = {}
+    for path in EXAMPLES:
+        value = json.loads(path.read_text())
+        sent[value["event_id"]] = (value["domain"], value)
+    clip = inline(video_bytes("mp4", "h264", frames=12, size=(160, 96)), "video/mp4")
+    video = {**example("driving.bdd"), "event_id": "bdd-video", "images": [clip]}
+    video["decode"] = {"video_frames": 4}
+    sent["bdd-video"] = ("driving", video)
+    for event_id, (domain, value) in sent.items():
+        publish(settings, domain, [request(value, event_id)])
+    run_worker(settings, len(sent))
+
+    got = {
+        json.loads(r.value)["event_id"]: json.loads(r.value) for r in answers(settings, len(sent))
+    }
+    assert set(got) == set(sent)  # nothing dead-lettered: DICOM, TIFF, frames and video all decode
+    for answer in got.values():
+        jsonschema.validate(answer, schemas()["answer.schema.json"])
+        Answer.model_validate(answer)
+        assert answer["status"] == "ok" or answer["answer"] == {
+            "kind": "text",
+            "text": answer["raw_text"],
+        }
+    # the clip's 4 sampled frames, one tile each: 4 x 256 image tokens plus the prompt
+    assert 4 * 256 < got["bdd-video"]["tokens"]["prompt"] < 5 * 256

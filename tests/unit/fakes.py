@@ -24,10 +24,11 @@ class DictCache:
 class ScriptedInference:
     """Answers ``text``; raises the queued errors first, one per call."""
 
-    def __init__(self, text: str = "two cars ahead", errors: list[InferenceError] | None = None):
+    def __init__(self, text: str = "B", errors: list[InferenceError] | None = None):
         self.text = text
         self.errors = list(errors or [])
         self.calls: list[tuple[str, int, str, int, int]] = []
+        self.images: list[list[bytes]] = []
 
     def model_version(self, model: str) -> str:
         return "1"
@@ -36,6 +37,7 @@ class ScriptedInference:
         self, model: str, images: list[bytes], question: str, max_new_tokens: int, max_tiles: int
     ) -> GenerationResult:
         self.calls.append((model, len(images), question, max_new_tokens, max_tiles))
+        self.images.append(images)
         if self.errors:
             raise self.errors.pop(0)
         return GenerationResult(self.text, 300, 4, "1")

@@ -25,9 +25,34 @@ def test_drift_is_detected(tmp_path) -> None:  # type: ignore[no-untyped-def]
     assert set(drifted(tmp_path)) == set(schemas())
 
 
-def test_one_example_per_domain() -> None:
-    domains = {json.loads(p.read_text())["domain"] for p in EXAMPLES}
-    assert domains == {"driving", "remote_sensing", "medical"}
+def test_one_example_per_domain_and_task() -> None:
+    found = {
+        (v["domain"], v["task"]["type"]) for v in (json.loads(p.read_text()) for p in EXAMPLES)
+    }
+    assert found == {
+        ("driving", "drivelm"),
+        ("driving", "bdd"),
+        ("remote_sensing", "vqa"),
+        ("remote_sensing", "classify"),
+        ("remote_sensing", "ground"),
+        ("remote_sensing", "caption"),
+        ("medical", "vqa"),
+        ("medical", "choice"),
+    }
+
+
+def test_examples_are_the_sample_builders_output() -> None:
+    from pocketvl.samples import example_requests
+
+    for stem, value in example_requests().items():
+        assert json.loads((REPO / "schemas" / "examples" / f"{stem}.json").read_text()) == value
+
+
+def test_drivelm_needs_the_six_named_cameras() -> None:
+    value = json.loads((REPO / "schemas" / "examples" / "driving.drivelm.json").read_text())
+    value["images"] = value["images"][:5]
+    with pytest.raises(ValidationError, match="six still images named"):
+        REQUEST_ADAPTER.validate_python(value)
 
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.stem)

@@ -22,7 +22,7 @@ def example(domain: str) -> dict[str, Any]:
 
 def test_valid_request_decodes() -> None:
     request = decode_request(json.dumps(example("medical")).encode(), "medical")
-    assert request.event_id == "example-medical-0001"
+    assert request.event_id == "example-medical-choice-0001"
 
 
 @pytest.mark.parametrize(

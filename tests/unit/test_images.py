@@ -27,43 +27,20 @@ def reason(load: ImageLoader, image: InlineImage | ImageReference) -> str:
     return info.value.reason
 
 
-def test_inline_png_loads_with_digest_and_size(tmp_path: Path) -> None:
+def test_inline_image_loads_with_digest(tmp_path: Path) -> None:
     image = loader(tmp_path).load(InlineImage(media_type="image/png", data_b64=b64(PNG)))
-    assert (image.width, image.height) == (64, 48)
+    assert (image.data, image.media_type) == (PNG, "image/png")
     assert image.sha256 == hashlib.sha256(PNG).hexdigest()
 
 
 def test_bad_inline_images(tmp_path: Path) -> None:
-    load = loader(tmp_path, max_inline_image_bytes=2048, max_image_pixels=5000)
+    # Format, pixel and frame checks belong to pocketvl.media (tests/unit/test_media.py).
+    load = loader(tmp_path, max_inline_image_bytes=2048)
     assert (
         reason(load, InlineImage(media_type="image/png", data_b64="!!not base64!!")) == "bad_base64"
     )
     assert (
-        reason(load, InlineImage(media_type="image/jpeg", data_b64=b64(PNG)))
-        == "media_type_mismatch"
-    )
-    assert (
-        reason(load, InlineImage(media_type="image/png", data_b64=b64(b"plain text")))
-        == "image_undecodable"
-    )
-    assert (
-        reason(load, InlineImage(media_type="image/png", data_b64=b64(PNG[:60])))
-        == "image_undecodable"
-    )
-    assert (
         reason(load, InlineImage(media_type="image/png", data_b64="A" * 4000)) == "image_too_large"
-    )
-    big = encode(Image.new("RGB", (100, 100)))
-    assert reason(load, InlineImage(media_type="image/png", data_b64=b64(big))) == "too_many_pixels"
-
-
-def test_decompression_bomb_is_refused_from_the_header(tmp_path: Path) -> None:
-    # A PNG that claims 30000x30000 pixels but is tiny on the wire.
-    bomb = encode(Image.new("1", (30000, 30000)))
-    assert len(bomb) < 200_000
-    load = loader(tmp_path, max_inline_image_bytes=1_000_000)
-    assert (
-        reason(load, InlineImage(media_type="image/png", data_b64=b64(bomb))) == "too_many_pixels"
     )
 
 

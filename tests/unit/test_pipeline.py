@@ -50,7 +50,9 @@ def test_answer_then_cache_hit_for_the_same_content() -> None:
     assert first.key == b"study-1"
     answer = json.loads(first.value)
     assert answer["cache"] == "miss"
-    assert answer["answer"]["text"] == "two cars ahead"
+    assert answer["status"] == "ok"
+    assert answer["answer"] == {"kind": "choice", "letter": "B", "option": "Nodule"}
+    assert answer["raw_text"] == "B"
     assert answer["model"] == {
         "checkpoint": "tiny-internvl2-qwen2",
         "triton_model": "internvl2_tiny_qwen2",
@@ -89,7 +91,7 @@ def test_the_model_is_asked_the_task_in_the_trained_format() -> None:
                 "images": [{"kind": "inline", "media_type": "image/png", "data_b64": "AAAA"}],
             },
             "fetch",
-            "image_undecodable",
+            "media_type_mismatch",
         ),
     ],
 )
@@ -158,5 +160,5 @@ def test_spans_cover_each_hop_and_link_to_the_producer() -> None:
     process = spans["process pocketvl.medical.requests"]
     assert format(process.links[0].context.trace_id, "032x") == "0af7651916cd43dd8448eb211c80319c"
     assert process.attributes is not None
-    assert process.attributes["messaging.message.id"] == "example-medical-0001"
+    assert process.attributes["messaging.message.id"] == "example-medical-choice-0001"
     assert "traceparent" in dict(out.headers)

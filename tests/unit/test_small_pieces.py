@@ -44,7 +44,7 @@ BASE = {
 def test_cache_key_is_stable_and_sensitive_to_every_input() -> None:
     key = cache_key(**BASE)  # type: ignore[arg-type]
     assert key == cache_key(**dict(reversed(BASE.items())))  # type: ignore[arg-type]
-    assert key.startswith("pv:res:v1:")
+    assert key.startswith("pv:res:v2:")
     changes = {
         "checkpoint": "other",
         "model_version": "2",

@@ -4,13 +4,23 @@ from __future__ import annotations
 
 from typing import Annotated, Final, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 SCHEMA_VERSION: Final = "1"
 DOMAINS: Final = ("driving", "remote_sensing", "medical")
 Domain = Literal["driving", "remote_sensing", "medical"]
 ModelSize = Literal["1b", "2b", "4b"]
-MediaType = Literal["image/jpeg", "image/png", "image/webp"]
+MediaType = Literal[
+    "image/jpeg",
+    "image/png",
+    "image/webp",
+    "image/tiff",
+    "application/dicom",
+    "video/mp4",
+    "video/webm",
+    "video/quicktime",
+]
+VIDEO_MEDIA_TYPES: Final = ("video/mp4", "video/webm", "video/quicktime")
 
 EventId = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:-]+$")]
 Sha256Hex = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
@@ -43,6 +53,31 @@ class ImageReference(Strict):
 
 
 Image = Annotated[InlineImage | ImageReference, Field(discriminator="kind")]
+
+
+class DecodeParams(Strict):
+    """How to turn non-RGB sources into the 8-bit RGB the model was trained on."""
+
+    bands: tuple[int, int, int] | None = Field(
+        default=None, description="TIFF/GeoTIFF: 0-based band indices for R, G, B"
+    )
+    stretch_percentiles: tuple[float, float] = Field(
+        default=(2.0, 98.0), description="TIFF/GeoTIFF: per-band percentile stretch to 0-255"
+    )
+    dicom_frame: int | None = Field(default=None, ge=0, description="multi-frame DICOM frame")
+    dicom_window: tuple[float, float] | None = Field(
+        default=None, description="DICOM (centre, width) override; default: from the file"
+    )
+    video_frames: int = Field(default=8, ge=1, le=64, description="frames sampled from a video")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> DecodeParams:
+        low, high = self.stretch_percentiles
+        if not 0 <= low < high <= 100:
+            raise ValueError("stretch_percentiles must be 0 <= low < high <= 100")
+        if self.dicom_window is not None and self.dicom_window[1] <= 0:
+            raise ValueError("dicom_window width must be positive")
+        return self
 
 
 class GenerationParams(Strict):

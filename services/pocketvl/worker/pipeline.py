@@ -20,14 +20,16 @@ from opentelemetry.trace import Link, Span, SpanKind, Tracer
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from pocketvl.cache import ResultCache, cache_key
+from pocketvl.contracts.common import DecodeParams
 from pocketvl.contracts.messages import (
     Answer,
     AnyRequest,
     ModelIdentity,
-    TextAnswer,
     Timings,
     TokenCounts,
 )
+from pocketvl.domains.compose import Composed, compose
+from pocketvl.domains.parsers import parse_answer
 from pocketvl.domains.prompts import build_question
 from pocketvl.envelope import (
     Headers,
@@ -45,11 +47,27 @@ from pocketvl.errors import DeadLetterError, InferenceUnavailable
 from pocketvl.generation import GenerationResult
 from pocketvl.images import ImageLoader, LoadedImage
 from pocketvl.inference import InferenceBackend
+from pocketvl.media import DecodeOptions, decode_media
 from pocketvl.routing import resolve_route
-from pocketvl.settings import Route, Settings
+from pocketvl.settings import LimitSettings, Route, Settings
 from pocketvl.worker.decode import decode_request
 
 _PROPAGATOR = TraceContextTextMapPropagator()
+
+
+def decode_options(limits: LimitSettings, params: DecodeParams) -> DecodeOptions:
+    """The service's caps plus what the request asked for (bands, DICOM frame, ...)."""
+    return DecodeOptions(
+        max_pixels=limits.max_image_pixels,
+        max_frames=limits.max_frames,
+        bands=params.bands,
+        stretch_percentiles=params.stretch_percentiles,
+        dicom_frame=params.dicom_frame,
+        dicom_window=params.dicom_window,
+        video_frames=params.video_frames,
+    )
+
+
 T = TypeVar("T")
 
 
@@ -97,7 +115,12 @@ class Pipeline:
             self.settings.routing.routes, request.domain, request.task.type, request.model_size
         )
         images = self.images.load_all(request.images)
-        result, hit, infer_ms = self._generate(request, route, images)
+        with self.tracer.start_as_current_span("decode and compose"):
+            options = decode_options(self.settings.limits, request.decode)
+            media = [decode_media(i.data, i.media_type, options) for i in images]
+            composed = compose(request, media, build_question(request.task))
+        result, hit, infer_ms = self._generate(request, route, images, composed)
+        status, typed = parse_answer(request.task, result.text, composed.context)
         span.set_attribute("pocketvl.cache.hit", hit)
         span.set_attribute("pocketvl.route", route_key)
         answer = Answer(
@@ -109,8 +132,8 @@ class Pipeline:
                 triton_model=route.triton_model,
                 version=result.model_version,
             ),
-            status="ok" if result.text.strip() else "unparsed",
-            answer=TextAnswer(text=result.text),
+            status=status,
+            answer=typed,
             raw_text=result.text,
             cache="hit" if hit else "miss",
             timings=Timings(total_ms=(time.perf_counter() - started) * 1000, infer_ms=infer_ms),
@@ -120,11 +143,12 @@ class Pipeline:
         return self._answer_record(record, answer)
 
     def _generate(
-        self, request: AnyRequest, route: Route, images: list[LoadedImage]
+        self, request: AnyRequest, route: Route, images: list[LoadedImage], composed: Composed
     ) -> tuple[GenerationResult, bool, float | None]:
         """Cached result if there is one; otherwise Triton, then cache it (best effort)."""
         max_new_tokens = request.generation.max_new_tokens or route.max_new_tokens
         max_tiles = min(request.generation.max_tiles or route.max_tiles, route.max_tiles)
+        max_tiles = min(max_tiles, composed.max_tiles or max_tiles)
         version = self._with_retries(lambda: self.inference.model_version(route.triton_model))
         key = cache_key(
             self.settings.redis.key_prefix,
@@ -132,14 +156,17 @@ class Pipeline:
             version,
             {"triton_model": route.triton_model},
             [image.sha256 for image in images],
-            request.task.model_dump(mode="json"),
+            {
+                "task": request.task.model_dump(mode="json"),
+                "decode": request.decode.model_dump(mode="json"),
+                "names": [image.name for image in request.images],  # DriveLM camera order
+            },
             {"max_new_tokens": max_new_tokens, "max_tiles": max_tiles},
         )
         with self.tracer.start_as_current_span("cache lookup"):
             cached = self.cache.get(key)
         if cached is not None:
             return cached, True, None
-        question = build_question(request.task)
         started = time.perf_counter()
         with self.tracer.start_as_current_span(
             f"triton infer {route.triton_model}", kind=SpanKind.CLIENT
@@ -147,8 +174,8 @@ class Pipeline:
             result = self._with_retries(
                 lambda: self.inference.generate(
                     route.triton_model,
-                    [i.data for i in images],
-                    question,
+                    composed.images,
+                    composed.question,
                     max_new_tokens,
                     max_tiles,
                 )

@@ -1,0 +1,63 @@
+"""Turn decoded inputs into what the DA checkpoint was trained on (facts sections 2.3-2.4).
+
+- driving/drivelm: the six cameras stitched into one labelled 2688x896 picture;
+- driving/bdd: the clip's frames, one tile each, introduced as ``Frame1: <image>`` lines;
+- remote sensing and medical: the image(s) as decoded.
+
+Frames go to Triton as lossless PNG, so the model sees exactly the decoded pixels.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from functools import cache
+
+from PIL import Image, ImageFont
+
+from pocketvl.contracts.messages import AnyRequest
+from pocketvl.domains.parsers import ParseContext
+from pocketvl.internvl.stitch import (
+    VIDEO_FRAME_MAX_TILES,
+    load_label_font,
+    stitch_drivelm_views,
+    video_frame_prefix,
+)
+from pocketvl.media import DecodedMedia
+
+
+@dataclass(frozen=True)
+class Composed:
+    images: list[bytes]  # PNG files, in prompt order
+    question: str  # the user text; carries <image> placeholders when the layout needs them
+    max_tiles: int | None  # a cap the composition imposes (None: the route's)
+    context: ParseContext
+
+
+@cache
+def _label_font() -> ImageFont.FreeTypeFont:
+    return load_label_font()
+
+
+def _png(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", compress_level=1)  # fast; lossless either way
+    return buffer.getvalue()
+
+
+def compose(request: AnyRequest, media: list[DecodedMedia], question: str) -> Composed:
+    sizes = tuple(m.original_size for m in media)
+    if request.task.type == "drivelm":
+        names = [image.name or "" for image in request.images]
+        views = {name: m.frames[0] for name, m in zip(names, media, strict=True)}
+        stitched = stitch_drivelm_views(views, _label_font())
+        cameras = {name: m.original_size for name, m in zip(names, media, strict=True)}
+        context = ParseContext(image_sizes=sizes, camera_sizes=cameras)
+        return Composed([_png(stitched)], question, None, context)
+    if request.task.type == "bdd":
+        frames = [frame for m in media for frame in m.frames]
+        prompt = video_frame_prefix(len(frames)) + question
+        return Composed(
+            [_png(f) for f in frames], prompt, VIDEO_FRAME_MAX_TILES, ParseContext(sizes)
+        )
+    return Composed([_png(m.frames[0]) for m in media], question, None, ParseContext(sizes))

@@ -1,0 +1,234 @@
+"""Labelled eval sets: JSON Lines, one item per line, checked before anything is sent.
+
+Each line is an object::
+
+    {"key": "<Kafka key, optional>",
+     "request": <a request message, exactly as schemas/request.schema.json>,
+     "label": <the expected answer, shaped by the request's domain and task>}
+
+``request.event_id`` must be unique in the file: answers are matched back by it. Without
+``key`` the request is published with its domain as the key. Blank lines are skipped.
+The label, per ``domain/task``:
+
+=========================  ===================================================================
+driving/drivelm            ``{"answer": str, "choice": str | null, "objects": [{"camera": str,
+                           "x": float, "y": float}]}``: ``choice`` is the option letter of a
+                           multiple-choice question; ``objects`` are the centre points the
+                           answer mentions, in pixels of that camera's original image
+                           (nuScenes frames are 1600x900)
+driving/bdd                ``{"action": str | null, "justification": str | null,
+                           "speed": float | null, "turning_angle": float | null}`` (m/s, degrees)
+remote_sensing/vqa         ``{"answer": str}``
+remote_sensing/classify    ``{"label": str}``: one of the request's labels
+remote_sensing/ground      ``{"boxes": [[x1, y1, x2, y2]]}``: pixels in the original image
+remote_sensing/caption     ``{"caption": str}``
+medical/vqa                ``{"answer": str}``
+medical/choice             ``{"letter": str}``: the correct option's letter, ``A`` first
+=========================  ===================================================================
+
+A line that is not valid is refused with its line number and what is wrong
+(:class:`~pocketvl.errors.PocketvlError`), so a set never half-runs.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from string import ascii_uppercase
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from pocketvl.contracts.messages import REQUEST_ADAPTER, AnyRequest
+from pocketvl.contracts.tasks import MedicalChoiceTask, RSClassifyTask
+from pocketvl.errors import PocketvlError
+
+_MAX_ERRORS_SHOWN = 3
+# Numbers must be JSON numbers: lax pydantic would turn the string "1.5" into a float.
+Number = Annotated[float, Field(strict=True, allow_inf_nan=False)]
+Text = Annotated[str, Field(min_length=1)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class CameraObject(_Strict):
+    camera: Text
+    x: Number
+    y: Number
+
+
+class DriveLMLabel(_Strict):
+    answer: str
+    choice: Annotated[str, Field(pattern=r"^[A-Z]$")] | None = None
+    objects: list[CameraObject] = Field(default_factory=list)
+
+
+class BDDLabel(_Strict):
+    action: str | None = None
+    justification: str | None = None
+    speed: Number | None = None
+    turning_angle: Number | None = None
+
+    @model_validator(mode="after")
+    def _something_to_score(self) -> BDDLabel:
+        if all(
+            v is None for v in (self.action, self.justification, self.speed, self.turning_angle)
+        ):
+            raise ValueError("give at least one of action, justification, speed, turning_angle")
+        return self
+
+
+class AnswerLabel(_Strict):
+    answer: str
+
+
+class ClassLabel(_Strict):
+    label: Text
+
+
+class GroundLabel(_Strict):
+    boxes: list[tuple[Number, Number, Number, Number]] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _ordered_corners(self) -> GroundLabel:
+        for x1, y1, x2, y2 in self.boxes:
+            if x2 < x1 or y2 < y1:
+                raise ValueError("boxes are [x1, y1, x2, y2] with x1 <= x2 and y1 <= y2")
+        return self
+
+
+class CaptionLabel(_Strict):
+    caption: str
+
+
+class LetterLabel(_Strict):
+    letter: Annotated[str, Field(pattern=r"^[A-Z]$")]
+
+
+Label = (
+    DriveLMLabel | BDDLabel | AnswerLabel | ClassLabel | GroundLabel | CaptionLabel | LetterLabel
+)
+LABEL_MODELS: dict[tuple[str, str], type[Label]] = {
+    ("driving", "drivelm"): DriveLMLabel,
+    ("driving", "bdd"): BDDLabel,
+    ("remote_sensing", "vqa"): AnswerLabel,
+    ("remote_sensing", "classify"): ClassLabel,
+    ("remote_sensing", "ground"): GroundLabel,
+    ("remote_sensing", "caption"): CaptionLabel,
+    ("medical", "vqa"): AnswerLabel,
+    ("medical", "choice"): LetterLabel,
+}
+
+
+class _Line(_Strict):
+    key: Text | None = None
+    request: dict[str, Any]
+    label: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class EvalItem:
+    """One labelled request. ``payload`` is the request as written: it is published as is."""
+
+    line: int
+    key: str | None
+    request: AnyRequest
+    payload: dict[str, Any]
+    label: Label
+
+    @property
+    def event_id(self) -> str:
+        return self.request.event_id
+
+    @property
+    def domain(self) -> str:
+        return self.request.domain
+
+    @property
+    def task_type(self) -> str:
+        return self.request.task.type
+
+
+def _describe(exc: ValidationError, where: str | None = None) -> str:
+    parts = [
+        f"{'.'.join([*([where] if where else []), *(str(p) for p in err['loc'])])}: {err['msg']}"
+        for err in exc.errors()[:_MAX_ERRORS_SHOWN]
+    ]
+    more = exc.error_count() - _MAX_ERRORS_SHOWN
+    return "; ".join(parts) + (f"; and {more} more" if more > 0 else "")
+
+
+def _label_fits_request(label: Label, request: AnyRequest) -> None:
+    """Cross-checks a schema cannot express: the gold answer must be one the task allows."""
+    task = request.task
+    if isinstance(task, MedicalChoiceTask) and isinstance(label, LetterLabel):
+        allowed = ascii_uppercase[: len(task.options)]
+        if label.letter not in allowed:
+            raise ValueError(f"label.letter {label.letter!r} is not one of {', '.join(allowed)}")
+    if (
+        isinstance(task, RSClassifyTask)
+        and isinstance(label, ClassLabel)
+        and label.label not in task.labels
+    ):
+        raise ValueError(f"label.label {label.label!r} is not one of the request's labels")
+
+
+def parse_item(text: str, line: int) -> EvalItem:
+    """One line to an item; ``ValueError`` says what is wrong (without the line number)."""
+    try:
+        raw = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"not valid JSON: {exc.msg} (column {exc.colno})") from exc
+    if not isinstance(raw, dict):
+        raise ValueError('expected an object {"key": ..., "request": ..., "label": ...}')
+    try:
+        parts = _Line.model_validate(raw)
+    except ValidationError as exc:
+        raise ValueError(_describe(exc)) from exc
+    try:
+        request = REQUEST_ADAPTER.validate_python(parts.request)
+    except ValidationError as exc:
+        raise ValueError(_describe(exc, "request")) from exc
+    model = LABEL_MODELS[(request.domain, request.task.type)]
+    try:
+        label = model.model_validate(parts.label)
+    except ValidationError as exc:
+        shape = f"a {request.domain}/{request.task.type} label"
+        raise ValueError(f"{shape}: {_describe(exc, 'label')}") from exc
+    _label_fits_request(label, request)
+    return EvalItem(line, parts.key, request, parts.request, label)
+
+
+def parse_dataset(text: str, source: str = "<dataset>") -> list[EvalItem]:
+    """Every item of a JSON Lines text; the first bad line raises ``PocketvlError``."""
+    items: list[EvalItem] = []
+    first_seen: dict[str, int] = {}
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            item = parse_item(line, number)
+        except ValueError as exc:
+            raise PocketvlError(f"{source} line {number}: {exc}") from exc
+        if item.event_id in first_seen:
+            raise PocketvlError(
+                f"{source} line {number}: event_id {item.event_id!r} is already used on line "
+                f"{first_seen[item.event_id]}; answers are matched by event_id, so each must "
+                "be unique"
+            )
+        first_seen[item.event_id] = number
+        items.append(item)
+    if not items:
+        raise PocketvlError(f"{source}: no items (expected one JSON object per line)")
+    return items
+
+
+def load_dataset(path: Path) -> list[EvalItem]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise PocketvlError(f"cannot read the eval set {path}: {exc}") from exc
+    return parse_dataset(text, str(path))
