@@ -9,6 +9,7 @@
     │   │   ├── SchemaError          JSON but not a valid request            (validate)
     │   │   ├── RouteError           no route for domain/task/size           (route)
     │   │   └── ImageError           image missing, unsafe, corrupt, too big (fetch)
+    │   │       └── ImageUnavailable the image store is down or slow: retried with backoff
     │   └── InferenceError           Triton said no for this request         (infer)
     │       └── InferenceUnavailable Triton down, overloaded or slow: retried with backoff
     ├── BrokerUnavailable            no Kafka broker answered at the configured address
@@ -58,6 +59,12 @@ class RouteError(RejectedMessage):
 
 class ImageError(RejectedMessage):
     stage = "fetch"
+
+
+class ImageUnavailable(ImageError):
+    """Transient: the claim-check store timed out, refused the connection or answered 5xx/429."""
+
+    retryable = True
 
 
 class InferenceError(DeadLetterError):

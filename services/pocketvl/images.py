@@ -1,8 +1,12 @@
-"""Fetch request media: inline base64 or ``file://`` claim-check references.
+"""Fetch request media: inline base64 or claim-check references (file, https, http, s3).
 
-Untrusted input: byte caps, sha256 verification of references, and file:// only under the
-configured roots (no path traversal, no symlink escapes). Decoding, with its format and pixel
-checks, is ``pocketvl.media``'s job.
+Untrusted input (DESIGN §5): byte caps, sha256 verification of every reference, and only
+configured places: ``file://`` under ``file_roots`` (no traversal, no symlink escapes);
+``https://`` / ``http://`` from the exact ``https_hosts`` / ``http_hosts`` entries (no
+userinfo, unlisted ports or IP literals, no redirects followed, no proxies); ``s3://bucket/key``
+for ``s3_buckets`` only, path-style on ``s3_endpoint`` and SigV4-signed. Network fetches have
+one deadline for the whole body and stop reading at the cap. Decoding, with its format and
+pixel checks, is ``pocketvl.media``'s job.
 """
 
 from __future__ import annotations
@@ -10,12 +14,18 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-from dataclasses import dataclass
+import http.client
+import os
+import ssl
+import time
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from pathlib import Path
-from urllib.parse import unquote, urlparse
+from urllib.parse import quote, unquote, urlparse, urlsplit
 
 from pocketvl.contracts.common import ImageReference, InlineImage
-from pocketvl.errors import ImageError
+from pocketvl.errors import ImageError, ImageUnavailable
+from pocketvl.s3sign import S3Credentials, sign_s3_get
 from pocketvl.settings import LimitSettings
 
 
@@ -26,10 +36,52 @@ class LoadedImage:
     media_type: str
 
 
+DEFAULT_PORTS = {"http": 80, "https": 443}
+CHUNK_BYTES = 64 * 1024
+
+
+@dataclass(frozen=True)
+class HttpTarget:
+    """Where one GET goes; ``path`` is already percent-encoded (with any query)."""
+
+    scheme: str
+    host: str
+    port: int
+    path: str = "/"
+
+    @property
+    def host_name(self) -> str:
+        return f"[{self.host}]" if ":" in self.host else self.host  # IPv6 literal
+
+    @property
+    def netloc(self) -> str:
+        """The ``Host`` header value: the port only when it is not the scheme's default."""
+        default = self.port == DEFAULT_PORTS[self.scheme]
+        return self.host_name if default else f"{self.host_name}:{self.port}"
+
+    def allowlist_names(self) -> set[str]:
+        """Entries that allow this target: ``host:port``, or bare ``host`` on the default port."""
+        names = {f"{self.host_name}:{self.port}"}
+        if self.port == DEFAULT_PORTS[self.scheme]:
+            names.add(self.host_name)
+        return names
+
+
 class ImageLoader:
     def __init__(self, limits: LimitSettings) -> None:
         self.limits = limits
         self.roots = [root.resolve() for root in limits.file_roots]
+        # Verification stays on; a private CA is trusted in addition to the system's.
+        self.tls = ssl.create_default_context()
+        if limits.ca_file is not None:
+            self.tls.load_verify_locations(cafile=limits.ca_file)
+        self.s3_credentials = S3Credentials.from_env(os.environ)
+        endpoint = urlsplit(limits.s3_endpoint or f"https://s3.{limits.s3_region}.amazonaws.com")
+        self.s3_endpoint = HttpTarget(
+            endpoint.scheme,
+            endpoint.hostname or "",
+            endpoint.port or DEFAULT_PORTS[endpoint.scheme],
+        )
 
     def load_all(self, images: list[InlineImage | ImageReference]) -> list[LoadedImage]:
         if len(images) > self.limits.max_images:
@@ -55,19 +107,32 @@ class ImageLoader:
             raise ImageError("bad_base64", f"data_b64 is not valid base64: {exc}") from exc
 
     def _referenced_bytes(self, ref: ImageReference) -> bytes:
-        if ref.size_bytes > self.limits.max_image_bytes:
+        cap = self.limits.max_image_bytes
+        if ref.size_bytes > cap:
             raise ImageError("image_too_large", f"{ref.size_bytes} bytes is over the image cap")
-        path = self._allowed_path(ref.uri)
+        scheme = ref.uri.partition(":")[0].lower()
+        label = ref.uri.partition("?")[0]  # a query may hold tokens: keep it out of DLQ text
+        if scheme == "file":
+            data = self._file_bytes(ref.uri)
+        elif scheme in DEFAULT_PORTS:
+            data = self._get(self._allowed_web_target(ref.uri), {}, label)
+        elif scheme == "s3":
+            data = self._s3_bytes(ref.uri)
+        else:
+            raise ImageError("uri_forbidden", f"scheme {scheme!r} is not allowed")
+        if len(data) > cap:
+            raise ImageError("image_too_large", f"{label} is over the image cap")
+        if len(data) != ref.size_bytes or hashlib.sha256(data).hexdigest() != ref.sha256:
+            raise ImageError("digest_mismatch", f"{label} does not match its size or sha256")
+        return data
+
+    def _file_bytes(self, uri: str) -> bytes:
+        path = self._allowed_path(uri)
         try:
             with path.open("rb") as handle:
-                data = handle.read(self.limits.max_image_bytes + 1)
+                return handle.read(self.limits.max_image_bytes + 1)
         except OSError as exc:
-            raise ImageError("image_unreachable", f"cannot read {ref.uri}: {exc.strerror}") from exc
-        if len(data) > self.limits.max_image_bytes:
-            raise ImageError("image_too_large", f"{ref.uri} is over the image cap")
-        if len(data) != ref.size_bytes or hashlib.sha256(data).hexdigest() != ref.sha256:
-            raise ImageError("digest_mismatch", f"{ref.uri} does not match its size or sha256")
-        return data
+            raise ImageError("image_unreachable", f"cannot read {uri}: {exc.strerror}") from exc
 
     def _allowed_path(self, uri: str) -> Path:
         parsed = urlparse(uri)
@@ -77,3 +142,96 @@ class ImageLoader:
         if not any(path.is_relative_to(root) for root in self.roots):
             raise ImageError("uri_forbidden", "file:// reference outside the configured roots")
         return path
+
+    def _allowed_web_target(self, uri: str) -> HttpTarget:
+        """The GET for an http(s) URI whose exact host[:port] is listed for its scheme."""
+        if any(ord(char) <= 0x20 or ord(char) == 0x7F for char in uri):
+            raise ImageError("uri_forbidden", "spaces or control characters in the URI")
+        parts = urlsplit(uri)
+        if "@" in parts.netloc:
+            raise ImageError("uri_forbidden", "credentials (userinfo) in the URI are not allowed")
+        try:
+            port = parts.port or DEFAULT_PORTS[parts.scheme]
+        except ValueError as exc:
+            raise ImageError("uri_forbidden", f"bad port in the URI: {exc}") from exc
+        path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        target = HttpTarget(parts.scheme, parts.hostname or "", port, path)
+        entries = self.limits.https_hosts if parts.scheme == "https" else self.limits.http_hosts
+        if not target.host or not target.allowlist_names() & set(entries):
+            raise ImageError("uri_forbidden", f"{parts.scheme} host {target.netloc!r} not allowed")
+        return target
+
+    def _s3_bytes(self, uri: str) -> bytes:
+        # The key is everything after "bucket/", as the AWS CLI writes it: not unquoted, and
+        # "?" or "#" belong to it. Dot segments are refused so no proxy can leave the bucket.
+        bucket, _, key = uri[len("s3://") :].partition("/")
+        if bucket not in self.limits.s3_buckets:
+            raise ImageError("uri_forbidden", f"s3 bucket {bucket!r} is not allowed")
+        bad_chars = any(ord(char) < 0x20 or ord(char) == 0x7F for char in key)
+        if not key or bad_chars or {".", ".."} & set(key.split("/")):
+            raise ImageError("uri_forbidden", "s3 key is empty, has control characters or ./..")
+        if self.s3_credentials is None:
+            raise ImageError(
+                "image_unreachable", "no S3 credentials: set AWS_ACCESS_KEY_ID/SECRET_ACCESS_KEY"
+            )
+        target = replace(self.s3_endpoint, path=f"/{quote(bucket, safe='')}/{quote(key)}")
+        headers = sign_s3_get(
+            self.s3_credentials,
+            self.limits.s3_region,
+            target.netloc,
+            target.path,
+            datetime.now(UTC),
+        )
+        return self._get(target, headers, f"s3://{bucket}/{key}")
+
+    def _get(self, target: HttpTarget, headers: dict[str, str], label: str) -> bytes:
+        """One GET, no redirects or proxies; at most cap + 1 bytes within one deadline."""
+        timeout = self.limits.fetch_timeout_s
+        connection: http.client.HTTPConnection
+        if target.scheme == "https":
+            connection = http.client.HTTPSConnection(
+                target.host, target.port, timeout=timeout, context=self.tls
+            )
+        else:
+            connection = http.client.HTTPConnection(target.host, target.port, timeout=timeout)
+        try:
+            connection.request("GET", target.path, headers=headers)
+            response = connection.getresponse()
+            self._check_response(response, label)
+            return _read_capped(
+                response, self.limits.max_image_bytes + 1, time.monotonic() + timeout
+            )
+        except ssl.SSLError as exc:  # an untrusted certificate will not heal by retrying
+            raise ImageError("image_unreachable", f"cannot fetch {label}: {exc!r}") from exc
+        except (OSError, http.client.HTTPException) as exc:
+            raise ImageUnavailable("image_unavailable", f"cannot fetch {label}: {exc!r}") from exc
+        finally:
+            connection.close()
+
+    def _check_response(self, response: http.client.HTTPResponse, label: str) -> None:
+        if 300 <= response.status < 400:
+            raise ImageError(
+                "image_unreachable", f"{label}: HTTP {response.status} redirect, not followed"
+            )
+        if response.status >= 500 or response.status == 429:
+            raise ImageUnavailable("image_unavailable", f"{label}: HTTP {response.status}")
+        if response.status != 200:
+            raise ImageError("image_unreachable", f"{label}: HTTP {response.status}")
+        length = response.getheader("Content-Length")
+        if length and length.isdigit() and int(length) > self.limits.max_image_bytes:
+            raise ImageError("image_too_large", f"{label} is {length} bytes, over the image cap")
+
+
+def _read_capped(response: http.client.HTTPResponse, limit: int, deadline: float) -> bytes:
+    """Up to ``limit`` bytes; a slow sender cannot stretch the fetch past ``deadline``."""
+    chunks: list[bytes] = []
+    size = 0
+    while size < limit:
+        if time.monotonic() > deadline:
+            raise TimeoutError("the whole fetch took longer than fetch_timeout_s")
+        chunk = response.read(min(CHUNK_BYTES, limit - size))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -106,6 +107,48 @@ class LimitSettings(BaseModel):
     max_frames: int = Field(default=1800, ge=1, description="video / multi-frame DICOM frames")
     # Claim-check references: only file:// under these roots are read.
     file_roots: list[Path] = Field(default_factory=list)
+    # ... https:// only from these hosts: exact, case-insensitive "host" or "host:port"
+    # entries (IPv6 as "[::1]:8443"); no wildcards, so an IP literal must be listed itself.
+    https_hosts: list[str] = Field(default_factory=list)
+    # ... plain http:// only from these hosts: local mirrors and tests, never the internet.
+    http_hosts: list[str] = Field(default_factory=list)
+    # ... s3://bucket/key only for these buckets, signed (SigV4) with the AWS_* env credentials.
+    s3_buckets: list[str] = Field(default_factory=list)
+    s3_endpoint: str | None = Field(
+        default=None, description="http(s)://host[:port]; default https://s3.<region>.amazonaws.com"
+    )
+    s3_region: str = Field(default="us-east-1", pattern=r"^[a-z0-9-]+$")
+    fetch_timeout_s: float = Field(
+        default=10.0, gt=0, description="whole fetch, first to last byte"
+    )
+    ca_file: Path | None = Field(default=None, description="PEM CAs trusted on top of the system's")
+
+    @field_validator("https_hosts", "http_hosts")
+    @classmethod
+    def _exact_hosts(cls, hosts: list[str]) -> list[str]:
+        for host in hosts:
+            if not host or any(char in host for char in "/@*?# "):
+                raise ValueError(
+                    f"host entry {host!r} must be 'host' or 'host:port': "
+                    "no scheme, path, credentials or wildcard"
+                )
+        return [host.lower() for host in hosts]
+
+    @field_validator("s3_endpoint")
+    @classmethod
+    def _bare_endpoint(cls, endpoint: str | None) -> str | None:
+        if endpoint is None:
+            return None
+        parts = urlsplit(endpoint)
+        if (
+            parts.scheme not in ("http", "https")
+            or not parts.hostname
+            or "@" in parts.netloc
+            or parts.path not in ("", "/")
+            or parts.query
+        ):
+            raise ValueError("s3_endpoint must be http(s)://host[:port], with no path or userinfo")
+        return endpoint
 
 
 class Settings(BaseSettings):

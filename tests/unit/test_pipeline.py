@@ -162,3 +162,22 @@ def test_spans_cover_each_hop_and_link_to_the_producer() -> None:
     assert process.attributes is not None
     assert process.attributes["messaging.message.id"] == "example-medical-choice-0001"
     assert "traceparent" in dict(out.headers)
+
+
+def test_a_flaky_image_store_is_retried_like_triton() -> None:
+    from pocketvl.errors import ImageUnavailable
+    from pocketvl.images import LoadedImage
+
+    pipeline = make_pipeline(ScriptedInference())
+    real_load = pipeline.images.load_all
+    failures = [ImageUnavailable("image_unavailable", "503")] * 2
+
+    def flaky(images: Any) -> list[LoadedImage]:
+        if failures:
+            raise failures.pop()
+        return real_load(images)
+
+    pipeline.images.load_all = flaky  # type: ignore[method-assign]
+    answer = json.loads(pipeline.process(record(example("medical"))).value)
+    assert answer["status"] == "ok"
+    assert failures == []

@@ -45,7 +45,12 @@ class ImageReference(Strict):
     """Claim check: the image lives elsewhere; the worker fetches it and checks its digest."""
 
     kind: Literal["ref"] = "ref"
-    uri: str = Field(min_length=8, max_length=2048, description="file:// under a configured root")
+    uri: str = Field(
+        min_length=8,
+        max_length=2048,
+        description="file:// under a configured root, https:// from allowed hosts, "
+        "or s3://bucket/key in an allowed bucket",
+    )
     sha256: Sha256Hex
     media_type: MediaType
     size_bytes: int = Field(ge=1)

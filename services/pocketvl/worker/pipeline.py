@@ -43,7 +43,7 @@ from pocketvl.envelope import (
     passthrough_headers,
     topic,
 )
-from pocketvl.errors import DeadLetterError, InferenceUnavailable
+from pocketvl.errors import DeadLetterError
 from pocketvl.generation import GenerationResult
 from pocketvl.images import ImageLoader, LoadedImage
 from pocketvl.inference import InferenceBackend
@@ -114,7 +114,7 @@ class Pipeline:
         route_key, route = resolve_route(
             self.settings.routing.routes, request.domain, request.task.type, request.model_size
         )
-        images = self.images.load_all(request.images)
+        images = self._with_retries(lambda: self.images.load_all(request.images))
         with self.tracer.start_as_current_span("decode and compose"):
             options = decode_options(self.settings.limits, request.decode)
             media = [decode_media(i.data, i.media_type, options) for i in images]
@@ -185,12 +185,15 @@ class Pipeline:
         return result, False, infer_ms
 
     def _with_retries(self, call: Callable[[], T]) -> T:
-        """Retry transient Triton failures with capped, jittered exponential backoff."""
+        """Retry transient failures (Triton, the image store) with capped, jittered
+        exponential backoff; the others go straight to the DLQ."""
         cfg = self.settings.triton
         for attempt in range(1, cfg.max_attempts + 1):
             try:
                 return call()
-            except InferenceUnavailable as exc:
+            except DeadLetterError as exc:
+                if not exc.retryable:
+                    raise
                 exc.attempts = attempt
                 if attempt == cfg.max_attempts:
                     raise
