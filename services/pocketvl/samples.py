@@ -129,14 +129,8 @@ def dicom_radiograph(seed: int = 0, size: tuple[int, int] = (192, 192)) -> bytes
 
 def example_requests() -> dict[str, dict[str, Any]]:
     """One request per domain and task, keyed by file stem (``schemas/examples/<stem>.json``)."""
-    cameras = (
-        "CAM_FRONT_LEFT",
-        "CAM_FRONT",
-        "CAM_FRONT_RIGHT",
-        "CAM_BACK_LEFT",
-        "CAM_BACK",
-        "CAM_BACK_RIGHT",
-    )
+    from pocketvl.contracts.common import DRIVELM_CAMERAS
+
     tile = inline(satellite_tile(2), "image/png")
 
     def request(
@@ -158,7 +152,7 @@ def example_requests() -> dict[str, dict[str, Any]]:
             {"type": "drivelm", "question": "What are the important objects in the current scene?"},
             [
                 inline(road_scene(10 + i, (320, 180)), "image/jpeg", name)
-                for i, name in enumerate(cameras)
+                for i, name in enumerate(DRIVELM_CAMERAS)
             ],
         ),
         "driving.bdd": request(

@@ -83,3 +83,12 @@ def test_dlq_headers_use_dotted_names() -> None:
     props = schemas()["dlq-headers.schema.json"]["properties"]
     assert {"dlq.stage", "dlq.reason", "dlq.original.offset", "dlq.retryable"} <= set(props)
     assert DlqHeaders.model_fields["reason"].alias == "dlq.reason"
+
+
+def test_the_contract_cameras_are_the_stitch_layout() -> None:
+    from typing import get_args
+
+    from pocketvl.contracts.common import DRIVELM_CAMERAS, CameraName
+    from pocketvl.internvl.stitch import CAMERAS
+
+    assert DRIVELM_CAMERAS == CAMERAS == get_args(CameraName)

@@ -13,17 +13,8 @@ from typing import Annotated, Final, Literal
 
 from pydantic import Field, FiniteFloat, TypeAdapter, model_validator
 
-from pocketvl.contracts.common import Strict
+from pocketvl.contracts.common import CameraName, Strict
 
-# The six nuScenes cameras of the DriveLM stitch (internvl_facts.md section 2.4).
-CameraName = Literal[
-    "CAM_FRONT",
-    "CAM_FRONT_LEFT",
-    "CAM_FRONT_RIGHT",
-    "CAM_BACK",
-    "CAM_BACK_LEFT",
-    "CAM_BACK_RIGHT",
-]
 OptionLetter = Annotated[str, Field(pattern=r"^[A-Z]$")]
 NormCoordinate = Annotated[int, Field(ge=0)]
 

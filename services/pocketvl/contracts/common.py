@@ -22,6 +22,19 @@ MediaType = Literal[
 ]
 VIDEO_MEDIA_TYPES: Final = ("video/mp4", "video/webm", "video/quicktime")
 
+# The six nuScenes cameras of a DriveLM request (internvl_facts.md section 2.4).
+DRIVELM_CAMERAS: Final = (
+    "CAM_FRONT_LEFT",
+    "CAM_FRONT",
+    "CAM_FRONT_RIGHT",
+    "CAM_BACK_LEFT",
+    "CAM_BACK",
+    "CAM_BACK_RIGHT",
+)
+CameraName = Literal[
+    "CAM_FRONT_LEFT", "CAM_FRONT", "CAM_FRONT_RIGHT", "CAM_BACK_LEFT", "CAM_BACK", "CAM_BACK_RIGHT"
+]
+
 EventId = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:-]+$")]
 Sha256Hex = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
 

@@ -9,6 +9,7 @@ from pydantic import ConfigDict, Field, TypeAdapter, model_validator
 
 from pocketvl.contracts.answers import TypedAnswer
 from pocketvl.contracts.common import (
+    DRIVELM_CAMERAS,
     VIDEO_MEDIA_TYPES,
     DecodeParams,
     EventId,
@@ -20,15 +21,6 @@ from pocketvl.contracts.common import (
     Strict,
 )
 from pocketvl.contracts.tasks import AnyTask, DrivingTask, MedicalTask, RemoteSensingTask
-
-DRIVELM_CAMERAS = (
-    "CAM_FRONT_LEFT",
-    "CAM_FRONT",
-    "CAM_FRONT_RIGHT",
-    "CAM_BACK_LEFT",
-    "CAM_BACK",
-    "CAM_BACK_RIGHT",
-)
 
 
 class _RequestBase(Strict):

@@ -11,7 +11,8 @@ import re
 from collections.abc import Mapping
 from typing import TypeGuard, get_args
 
-from pocketvl.contracts.answers import CameraName, ObjectRef, Quantity
+from pocketvl.contracts.answers import ObjectRef, Quantity
+from pocketvl.contracts.common import CameraName
 from pocketvl.internvl.stitch import CAMERA_SIZE, stitched_to_camera
 
 # A decimal number as a model writes it. The exponent is matched on purpose: otherwise

@@ -109,11 +109,10 @@ _SIZES = {
 }
 
 
-def full_size_config(size: str) -> dict[str, Any]:
-    """The original-layout config.json dict of InternVL2-``size`` (``1b``, ``2b`` or ``4b``)."""
-    if size not in _SIZES:
-        raise ValueError(f"unknown size {size!r}; known: {sorted(_SIZES)}")
-    llm, template = _SIZES[size]
+def internvl_chat_config(
+    template: str, vision: dict[str, Any], llm: dict[str, Any]
+) -> dict[str, Any]:
+    """An original-layout ``config.json`` with the values the DA fine-tunes write (facts 4.2)."""
     return {
         "architectures": ["InternVLChatModel"],
         "model_type": "internvl_chat",
@@ -126,9 +125,21 @@ def full_size_config(size: str) -> dict[str, Any]:
         "ps_version": "v2",
         "select_layer": -1,
         "use_thumbnail": True,
-        "vision_config": dict(VISION_300M),
-        "llm_config": {key: _copy(value) for key, value in llm.items()},
+        "use_backbone_lora": 0,
+        "use_llm_lora": 0,
+        "vision_config": vision,
+        "llm_config": llm,
     }
+
+
+def full_size_config(size: str) -> dict[str, Any]:
+    """The original-layout config.json dict of InternVL2-``size`` (``1b``, ``2b`` or ``4b``)."""
+    if size not in _SIZES:
+        raise ValueError(f"unknown size {size!r}; known: {sorted(_SIZES)}")
+    llm, template = _SIZES[size]
+    return internvl_chat_config(
+        template, dict(VISION_300M), {key: _copy(value) for key, value in llm.items()}
+    )
 
 
 def _copy(value: Any) -> Any:

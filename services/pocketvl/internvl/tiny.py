@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from safetensors.torch import save_file
 
-from pocketvl.internvl.full_size import VISION_300M
+from pocketvl.internvl.full_size import VISION_300M, internvl_chat_config
 from pocketvl.internvl.tiny_tokenizers import QWEN2_SPECIALS, TOKENIZER_WRITERS, TinyTokenizer
 
 __all__ = ["BACKBONE_TEMPLATES", "QWEN2_SPECIALS", "build_tiny_checkpoint"]
@@ -204,23 +204,9 @@ def _llm_config(backbone: str, vocab: int, tok: TinyTokenizer) -> dict[str, Any]
 
 
 def _config(backbone: str, vocab: int, tok: TinyTokenizer) -> dict[str, Any]:
-    return {
-        "architectures": ["InternVLChatModel"],
-        "model_type": "internvl_chat",
-        "template": BACKBONE_TEMPLATES[backbone],
-        "downsample_ratio": 0.5,
-        "dynamic_image_size": True,
-        "force_image_size": 448,
-        "max_dynamic_patch": 12,
-        "min_dynamic_patch": 1,
-        "ps_version": "v2",
-        "select_layer": -1,
-        "use_thumbnail": True,
-        "use_backbone_lora": 0,
-        "use_llm_lora": 0,
-        "vision_config": _vision_config(),
-        "llm_config": _llm_config(backbone, vocab, tok),
-    }
+    return internvl_chat_config(
+        BACKBONE_TEMPLATES[backbone], _vision_config(), _llm_config(backbone, vocab, tok)
+    )
 
 
 def _vocab_size(backbone: str, tokenizer_size: int) -> int:
