@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pocketvl import paths
+from pocketvl.cli_models import add_models_parser, cmd_models
 from pocketvl.errors import PocketvlError
 
 
@@ -183,57 +184,6 @@ def cmd_schemas(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_models(args: argparse.Namespace) -> int:
-    from pocketvl import catalog, model_repo
-
-    if args.action == "list":
-        columns = ("checkpoint", "hub id", "LLM", "template", "GB", "tiles")
-        print("{:32} {:42} {:9} {:15} {:>5} {:>5}  Triton model".format(*columns))
-        for e in catalog.CATALOG:
-            print(
-                f"{e.name:32} {e.hub_id:42} {e.backbone:9} {e.template:15} {e.disk_gb:5.2f} "
-                f"{e.max_tiles:5}  {e.triton_model}"
-            )
-        return 0
-    if args.action == "routes":
-        print(json.dumps(catalog.routes_for(args.size), indent=2))
-        return 0
-    if args.action == "repository":
-        options = model_repo.RepositoryOptions(
-            kind=args.kind,
-            dtype=args.dtype,
-            instances=args.instances,
-            max_batch_size=args.max_batch_size,
-            dummy_weights=args.dummy_weights,
-        )
-        for path in model_repo.write_repository(Path(args.out), options):
-            print(f"wrote {path}")
-        return 0
-    if args.action in ("verify", "fetch") and not args.target:
-        what = "a checkpoint directory" if args.action == "verify" else "a catalog name"
-        raise PocketvlError(f"models {args.action} needs {what} (see `pocketvl models list`)")
-    if args.action == "verify":
-        from pocketvl.internvl.verify import verify_checkpoint
-
-        for line in verify_checkpoint(Path(args.target)):
-            print(line)
-        return 0
-    if args.action == "fetch":
-        from pocketvl.fetch import fetch_checkpoint
-
-        try:
-            entry = catalog.find(args.target)
-        except KeyError as exc:
-            raise PocketvlError(str(exc.args[0])) from exc
-        path = fetch_checkpoint(
-            entry, Path(args.dest), endpoint=args.endpoint, revision=args.revision
-        )
-        print(f"{entry.hub_id} -> {path}")
-        return 0
-    print(f"tiny checkpoints in {paths.ensure_tiny_checkpoints()}")
-    return 0
-
-
 def cmd_eval(args: argparse.Namespace) -> int:
     from pocketvl.evaluation.runner import eval_command
 
@@ -267,29 +217,6 @@ def _add_produce_parser(sub: Any) -> None:
     produce.set_defaults(func=cmd_produce)
 
 
-def _add_models_parser(sub: Any) -> None:
-    models = sub.add_parser("models", help="the checkpoint catalog and Triton models")
-    models.add_argument(
-        "action", choices=["list", "routes", "fetch", "verify", "repository", "build-tiny"]
-    )
-    models.add_argument("target", nargs="?", help="fetch: catalog name; verify: a directory")
-    models.add_argument("--dest", default=".pocketvl/checkpoints", help="fetch: parent directory")
-    models.add_argument(
-        "--endpoint", help="fetch: hub endpoint or mirror URL (default: HF_ENDPOINT)"
-    )
-    models.add_argument("--revision", help="fetch: branch, tag or commit")
-    models.add_argument(
-        "--size", choices=["1b", "2b", "4b"], default="1b", help="routes: default size"
-    )
-    models.add_argument("--out", default="model_repository", help="repository: output directory")
-    models.add_argument("--kind", choices=["cpu", "gpu"], default="cpu")
-    models.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32")
-    models.add_argument("--instances", type=int, default=1)
-    models.add_argument("--max-batch-size", type=int, default=4)
-    models.add_argument("--dummy-weights", action="store_true", help="random full-size weights")
-    models.set_defaults(func=cmd_models)
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pocketvl", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -320,7 +247,7 @@ def build_parser() -> argparse.ArgumentParser:
     schemas.add_argument("--dir", default="schemas")
     schemas.set_defaults(func=cmd_schemas)
 
-    _add_models_parser(sub)
+    add_models_parser(sub, cmd_models)
 
     evaluate = sub.add_parser("eval", help="score a labelled JSONL set through the service")
     connect(evaluate)

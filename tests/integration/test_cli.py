@@ -136,3 +136,24 @@ def test_stack_up_status_down(tmp_path: Path, checkpoint_root: Path) -> None:
             not Path(f"/proc/{record.pid}").exists()
             or Path(f"/proc/{record.pid}/cmdline").read_bytes() == b""
         )
+
+
+def test_models_list_routes_and_repository(tmp_path: Path) -> None:
+    from pocketvl.settings import RoutingSettings
+
+    listed = pocketvl("models", "list")
+    assert listed.returncode == 0
+    assert sum(line.startswith("Mini-InternVL2-") for line in listed.stdout.splitlines()) == 12
+    routes = pocketvl("models", "routes", "--size", "2b")
+    assert routes.returncode == 0
+    parsed = RoutingSettings.model_validate({"routes": json.loads(routes.stdout)})
+    assert parsed.routes["medical/choice"].checkpoint == "Mini-InternVL2-2B-DA-Medical"
+    written = pocketvl(
+        "models", "repository", "--out", str(tmp_path), "--kind", "gpu", "--dtype", "bfloat16"
+    )
+    assert written.returncode == 0, written.stderr
+    assert len([p for p in tmp_path.iterdir() if (p / "config.pbtxt").is_file()]) == 15
+    assert "KIND_GPU" in (tmp_path / "mini_internvl2_1b_da_rs" / "config.pbtxt").read_text()
+    missing = pocketvl("models", "verify")
+    assert missing.returncode == 2
+    assert "needs a checkpoint directory" in missing.stderr
