@@ -181,3 +181,34 @@ def test_a_flaky_image_store_is_retried_like_triton() -> None:
     answer = json.loads(pipeline.process(record(example("medical"))).value)
     assert answer["status"] == "ok"
     assert failures == []
+
+
+def test_metrics_count_outcomes_cache_and_inference() -> None:
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+    from pocketvl.telemetry import WorkerMetrics
+
+    reader = InMemoryMetricReader()
+    pipeline = make_pipeline(ScriptedInference())
+    pipeline.metrics = WorkerMetrics.create(MeterProvider(metric_readers=[reader]).get_meter("t"))
+    pipeline.process(record(example("medical")))
+    pipeline.process(record({**example("medical"), "event_id": "again"}))
+    pipeline.process(record(b"{oops"))
+    points: dict[str, list[Any]] = {}
+    data = reader.get_metrics_data()
+    assert data is not None
+    for resource in data.resource_metrics:
+        for scope in resource.scope_metrics:
+            for metric in scope.metrics:
+                points[metric.name] = list(metric.data.data_points)
+    processed = {
+        (p.attributes["outcome"], p.attributes["reason"]): p.value
+        for p in points["pocketvl.messages.processed"]
+    }
+    assert processed == {("answered", ""): 2, ("dead_lettered", "invalid_json"): 1}
+    lookups = {p.attributes["result"]: p.value for p in points["pocketvl.cache.lookups"]}
+    assert lookups == {"miss": 1, "hit": 1}
+    (inference,) = points["pocketvl.inference.duration"]
+    assert inference.count == 1
+    assert sum(p.count for p in points["pocketvl.process.duration"]) == 3

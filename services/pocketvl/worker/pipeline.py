@@ -50,6 +50,7 @@ from pocketvl.inference import InferenceBackend
 from pocketvl.media import DecodeOptions, decode_media
 from pocketvl.routing import resolve_route
 from pocketvl.settings import LimitSettings, Route, Settings
+from pocketvl.telemetry import WorkerMetrics
 from pocketvl.worker.decode import decode_request
 
 _PROPAGATOR = TraceContextTextMapPropagator()
@@ -84,6 +85,7 @@ class Pipeline:
     inference: InferenceBackend
     cache: ResultCache
     tracer: Tracer = field(default_factory=lambda: trace.get_tracer("pocketvl.worker"))
+    metrics: WorkerMetrics = field(default_factory=WorkerMetrics.create)
     sleep: Callable[[float], None] = time.sleep
 
     def process(self, record: InboundRecord) -> OutboundRecord:
@@ -101,11 +103,20 @@ class Pipeline:
             domain = domain_of(self.settings.kafka.topic_prefix, record.topic)
             if domain is None:  # the consumer subscribes to request topics only
                 raise RuntimeError(f"{record.topic} is not a request topic")
+            started = time.perf_counter()
+            outcome, reason = "failed", "internal_error"  # a bug: the worker will stop
             try:
-                return self._answer(record, domain, span)
+                answered = self._answer(record, domain, span)
+                outcome, reason = "answered", ""
+                return answered
             except DeadLetterError as exc:
+                outcome, reason = "dead_lettered", exc.reason
                 span.set_attribute("error.type", exc.reason)
                 return self._dead_letter(record, domain, exc)
+            finally:
+                labels = {"domain": domain, "outcome": outcome}
+                self.metrics.processed.add(1, labels | {"reason": reason})
+                self.metrics.process_duration.record(time.perf_counter() - started, labels)
 
     def _answer(self, record: InboundRecord, domain: str, span: Span) -> OutboundRecord:
         started = time.perf_counter()
@@ -165,6 +176,7 @@ class Pipeline:
         )
         with self.tracer.start_as_current_span("cache lookup"):
             cached = self.cache.get(key)
+        self.metrics.cache_lookups.add(1, {"result": "miss" if cached is None else "hit"})
         if cached is not None:
             return cached, True, None
         started = time.perf_counter()
@@ -181,6 +193,7 @@ class Pipeline:
                 )
             )
         infer_ms = (time.perf_counter() - started) * 1000
+        self.metrics.inference_duration.record(infer_ms / 1000, {"model": route.triton_model})
         self.cache.put(key, result)
         return result, False, infer_ms
 
