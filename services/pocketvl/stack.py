@@ -14,13 +14,14 @@ import socket
 import subprocess
 import sys
 import sysconfig
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from importlib.util import find_spec
 from pathlib import Path
 from types import TracebackType
 
 from pocketvl.errors import StackError
-from pocketvl.processes import free_port, pid_alive, stop_pid, wait_until
+from pocketvl.processes import free_ports, pid_alive, stop_pid, wait_until
 
 STATE_FILE = "stack.json"
 INSTALL_HINTS = {
@@ -185,6 +186,7 @@ class LocalStack:
         self.triton_timeout_s = triton_timeout_s
         self.state = StackState(run_dir=str(run_dir))
         self._procs: dict[str, subprocess.Popen[bytes]] = {}
+        self._ports: Iterator[int] = iter(())
 
     def _spawn(self, name: str, argv: list[str], port: int, env: dict[str, str] | None) -> None:
         log = self.run_dir / f"{name}.log"
@@ -203,21 +205,21 @@ class LocalStack:
         self.state.save()
 
     def _start_kafka(self) -> None:
-        port = free_port()
+        port = next(self._ports)
         url = f"tcp://127.0.0.1:{port}"
         argv = [str(tansu_binary()), "broker", "--listener-url", url]
         argv += ["--advertised-listener-url", url, "--storage-engine", "memory://tansu/"]
         self._spawn("kafka", argv, port, None)
 
     def _start_redis(self) -> None:
-        port = free_port()
+        port = next(self._ports)
         argv = [str(redis_binary()), "--port", str(port), "--bind", "127.0.0.1"]
         argv += ["--save", "", "--appendonly", "no", "--dir", str(self.run_dir)]
         self._spawn("redis", argv, port, None)
 
     def _start_triton(self) -> None:
         home = triton_home()
-        grpc, http, metrics = free_port(), free_port(), free_port()
+        grpc, http, metrics = next(self._ports), next(self._ports), next(self._ports)
         argv = [str(home / "bin" / "tritonserver")]
         argv += [f"--model-repository={self.model_repository}"]
         argv += [f"--backend-directory={home / 'backends'}", "--exit-timeout-secs=3"]
@@ -227,9 +229,21 @@ class LocalStack:
         self._spawn("triton", argv, grpc, triton_environment(self.checkpoint_dir))
 
     def up(self) -> StackState:
+        """Start everything; if another process took one of our ports between choosing and
+        binding it, start again once on new ports."""
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        for attempt in (1, 2):
+            try:
+                return self._start_all()
+            except StackError as exc:
+                if attempt == 2 or "already in use" not in str(exc):
+                    raise
+        raise AssertionError("unreachable")
+
+    def _start_all(self) -> StackState:
         starters = {"kafka": self._start_kafka, "redis": self._start_redis}
         starters["triton"] = self._start_triton
+        self._ports = iter(free_ports(5))  # distinct: chosen together
         try:
             for name in self.components:
                 starters[name]()

@@ -107,3 +107,15 @@ def test_contradictory_settings_are_refused(
         monkeypatch.setenv(key, value)
     with pytest.raises(ValidationError, match=message):
         Settings()
+
+
+def test_ports_chosen_together_are_distinct_and_bindable() -> None:
+    import socket
+
+    from pocketvl.processes import free_ports
+
+    for _ in range(50):
+        ports = free_ports(5)
+        assert len(set(ports)) == 5
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", ports[0]))  # really free
