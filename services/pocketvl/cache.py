@@ -48,17 +48,26 @@ def cache_key(
 
 
 class ResultCache(Protocol):
+    """Results by content key, and which event ids already have a published answer."""
+
     def get(self, key: str) -> GenerationResult | None: ...
 
     def put(self, key: str, value: GenerationResult) -> None: ...
 
+    def answered(self, event_id: str) -> bool: ...
+
+    def mark_answered(self, event_ids: list[str]) -> None: ...
+
 
 class RedisResultCache:
-    def __init__(self, url: str, ttl_seconds: int, socket_timeout_s: float) -> None:
+    def __init__(
+        self, url: str, ttl_seconds: int, socket_timeout_s: float, key_prefix: str = "pocketvl"
+    ) -> None:
         self.client = redis.Redis.from_url(
             url, socket_timeout=socket_timeout_s, socket_connect_timeout=socket_timeout_s
         )
         self.ttl_seconds = ttl_seconds
+        self.key_prefix = key_prefix
 
     def get(self, key: str) -> GenerationResult | None:
         try:
@@ -80,6 +89,26 @@ class RedisResultCache:
         except redis.RedisError as exc:
             log.warning("cache write failed, continuing: %s", exc)
 
+    def answered(self, event_id: str) -> bool:
+        """True if an answer for ``event_id`` was published (and acked) before: a redelivery."""
+        try:
+            return bool(self.client.exists(self._done_key(event_id)))
+        except redis.RedisError as exc:
+            log.warning("answered-check failed, answering again: %s", exc)
+            return False
+
+    def mark_answered(self, event_ids: list[str]) -> None:
+        try:
+            pipe = self.client.pipeline(transaction=False)
+            for event_id in event_ids:
+                pipe.set(self._done_key(event_id), b"1", ex=self.ttl_seconds)
+            pipe.execute()
+        except redis.RedisError as exc:
+            log.warning("could not record answered events (a redelivery may repeat them): %s", exc)
+
+    def _done_key(self, event_id: str) -> str:
+        return f"{self.key_prefix}:done:{event_id}"
+
     def close(self) -> None:
         self.client.close()
 
@@ -89,4 +118,10 @@ class NoCache:
         return None
 
     def put(self, key: str, value: GenerationResult) -> None:
+        return None
+
+    def answered(self, event_id: str) -> bool:
+        return False
+
+    def mark_answered(self, event_ids: list[str]) -> None:
         return None

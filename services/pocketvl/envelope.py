@@ -48,6 +48,7 @@ class OutboundRecord:
     key: bytes | None
     value: bytes
     headers: Headers
+    answers: str | None = None  # the request event id this record answers (None for DLQ)
 
 
 def passthrough_headers(headers: Headers) -> Headers:

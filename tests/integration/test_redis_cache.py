@@ -22,10 +22,22 @@ def test_round_trip_and_ttl(settings: Settings) -> None:
     cache.close()
 
 
+def test_answered_events_are_remembered_with_a_ttl(settings: Settings) -> None:
+    prefix = settings.redis.key_prefix
+    cache = RedisResultCache(settings.redis.url, 60, 1, key_prefix=prefix)
+    assert not cache.answered("e1")
+    cache.mark_answered(["e1", "e2"])
+    assert cache.answered("e1") and cache.answered("e2") and not cache.answered("e3")
+    assert 0 < cache.client.ttl(f"{prefix}:done:e1") <= 60
+    cache.close()
+
+
 def test_redis_down_degrades_to_no_cache() -> None:
     cache = RedisResultCache(
         f"redis://127.0.0.1:{free_port()}/0", ttl_seconds=60, socket_timeout_s=0.5
     )
     assert cache.get("k") is None
     cache.put("k", RESULT)  # no exception: the answer still goes out
+    assert not cache.answered("e1")  # unknown: answer again rather than drop
+    cache.mark_answered(["e1"])
     cache.close()

@@ -153,3 +153,23 @@ def test_every_example_and_a_video_clip_get_schema_valid_answers(settings: Setti
         }
     # the clip's 4 sampled frames, one tile each: 4 x 256 image tokens plus the prompt
     assert 4 * 256 < got["bdd-video"]["tokens"]["prompt"] < 5 * 256
+
+
+def test_a_redelivered_event_gets_one_answer(settings: Settings) -> None:
+    value = request(example("medical"), "only-once")
+    publish(settings, "medical", [value, value])  # a producer retry: same event twice
+    worker = build_worker(settings)
+    try:
+        stats = worker.run(max_records=2, idle_timeout_s=60)
+        assert (stats.processed, stats.duplicates) == (2, 1)
+        publish(settings, "medical", [value])  # redelivered after the answer was acked
+        stats = worker.run(max_records=3, idle_timeout_s=60)
+        assert stats.duplicates == 2
+    finally:
+        worker.close()
+    from pocketvl.envelope import topic
+    from pocketvl.messaging import read_records
+
+    answers_topic = topic(settings.kafka.topic_prefix, "medical", "answers")
+    got = read_records(settings.kafka, [answers_topic], None, timeout_s=3)  # all there is
+    assert [json.loads(r.value)["event_id"] for r in got] == ["only-once"]

@@ -13,12 +13,19 @@ from pocketvl.generation import GenerationResult
 class DictCache:
     def __init__(self) -> None:
         self.data: dict[str, GenerationResult] = {}
+        self.done: set[str] = set()
 
     def get(self, key: str) -> GenerationResult | None:
         return self.data.get(key)
 
     def put(self, key: str, value: GenerationResult) -> None:
         self.data[key] = value
+
+    def answered(self, event_id: str) -> bool:
+        return event_id in self.done
+
+    def mark_answered(self, event_ids: list[str]) -> None:
+        self.done.update(event_ids)
 
 
 class ScriptedInference:

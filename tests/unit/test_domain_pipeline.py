@@ -10,13 +10,13 @@ from PIL import Image
 
 from tests.unit.fakes import ScriptedInference
 from tests.unit.test_decode import example
-from tests.unit.test_pipeline import make_pipeline, record
+from tests.unit.test_pipeline import make_pipeline, published, record
 
 
 def run(task_example: str, text: str) -> tuple[dict[str, Any], ScriptedInference]:
     inference = ScriptedInference(text=text)
     domain = task_example.split(".", maxsplit=1)[0]
-    out = make_pipeline(inference).process(record(example(task_example), domain=domain))
+    out = published(make_pipeline(inference), record(example(task_example), domain=domain))
     assert out.topic == f"pocketvl.{domain}.answers", dict(out.headers).get("dlq.exception.message")
     return json.loads(out.value), inference
 

@@ -10,7 +10,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from pocketvl.envelope import InboundRecord
+from pocketvl.envelope import InboundRecord, OutboundRecord
 from pocketvl.errors import InferenceError, InferenceUnavailable
 from pocketvl.images import ImageLoader
 from pocketvl.settings import Settings, TritonSettings
@@ -36,6 +36,12 @@ def make_pipeline(
     )
 
 
+def published(pipeline: Pipeline, inbound: InboundRecord) -> OutboundRecord:
+    out = pipeline.process(inbound)
+    assert out is not None, "the pipeline published nothing"
+    return out
+
+
 def record(value: Any, domain: str = "medical", offset: int = 7) -> InboundRecord:
     raw = value if isinstance(value, bytes) else json.dumps(value).encode()
     headers = [("x-tenant", b"acme"), ("ce_id", b"abc")]
@@ -45,7 +51,7 @@ def record(value: Any, domain: str = "medical", offset: int = 7) -> InboundRecor
 def test_answer_then_cache_hit_for_the_same_content() -> None:
     inference = ScriptedInference()
     pipeline = make_pipeline(inference)
-    first = pipeline.process(record(example("medical")))
+    first = published(pipeline, record(example("medical")))
     assert first.topic == "pocketvl.medical.answers"
     assert first.key == b"study-1"
     answer = json.loads(first.value)
@@ -61,7 +67,9 @@ def test_answer_then_cache_hit_for_the_same_content() -> None:
     assert ("x-tenant", b"acme") in first.headers
     assert dict(first.headers)["ce_type"] == b"pocketvl.medical.answer.v1"
     # same content, another event id -> served from the cache, not inferred again
-    second = json.loads(pipeline.process(record({**example("medical"), "event_id": "other"})).value)
+    second = json.loads(
+        published(pipeline, record({**example("medical"), "event_id": "other"})).value
+    )
     assert second["cache"] == "hit"
     assert second["event_id"] == "other"
     assert len(inference.calls) == 1
@@ -69,7 +77,7 @@ def test_answer_then_cache_hit_for_the_same_content() -> None:
 
 def test_the_model_is_asked_the_task_in_the_trained_format() -> None:
     inference = ScriptedInference()
-    make_pipeline(inference).process(record(example("medical")))
+    published(make_pipeline(inference), record(example("medical")))
     _, n_images, question, max_new, max_tiles = inference.calls[0]
     assert n_images == 1
     assert question.endswith(
@@ -99,7 +107,7 @@ def test_bad_messages_become_dlq_records_with_original_bytes(
     value: Any, stage: str, reason: str
 ) -> None:
     inbound = record(value)
-    out = make_pipeline(ScriptedInference()).process(inbound)
+    out = published(make_pipeline(ScriptedInference()), inbound)
     headers = {k: v.decode() for k, v in out.headers}
     assert out.topic == "pocketvl.medical.dlq"
     assert (out.key, out.value) == (inbound.key, inbound.value)
@@ -113,14 +121,14 @@ def test_bad_messages_become_dlq_records_with_original_bytes(
 
 def test_transient_failures_are_retried_then_answered() -> None:
     flaky = ScriptedInference(errors=[InferenceUnavailable("model_unavailable", "down")] * 2)
-    answer = json.loads(make_pipeline(flaky).process(record(example("medical"))).value)
+    answer = json.loads(published(make_pipeline(flaky), record(example("medical"))).value)
     assert answer["status"] == "ok"
     assert len(flaky.calls) == 3
 
 
 def test_retries_are_bounded_then_dead_lettered_as_retryable() -> None:
     down = ScriptedInference(errors=[InferenceUnavailable("model_unavailable", "down")] * 5)
-    out = make_pipeline(down).process(record(example("medical")))
+    out = published(make_pipeline(down), record(example("medical")))
     headers = {k: v.decode() for k, v in out.headers}
     assert out.topic == "pocketvl.medical.dlq"
     assert (headers["dlq.reason"], headers["dlq.attempts"], headers["dlq.retryable"]) == (
@@ -133,14 +141,14 @@ def test_retries_are_bounded_then_dead_lettered_as_retryable() -> None:
 
 def test_a_rejected_inference_is_not_retried() -> None:
     bad = ScriptedInference(errors=[InferenceError("inference_failed", "bad tensor")])
-    out = make_pipeline(bad).process(record(example("medical")))
+    out = published(make_pipeline(bad), record(example("medical")))
     assert dict(out.headers)["dlq.reason"] == b"inference_failed"
     assert len(bad.calls) == 1
 
 
 def test_empty_model_output_is_unparsed_not_ok() -> None:
     answer = json.loads(
-        make_pipeline(ScriptedInference(text="  ")).process(record(example("medical"))).value
+        published(make_pipeline(ScriptedInference(text="  ")), record(example("medical"))).value
     )
     assert answer["status"] == "unparsed"
 
@@ -150,7 +158,7 @@ def test_spans_cover_each_hop_and_link_to_the_producer() -> None:
     inbound = record(example("medical"))
     traceparent = ("traceparent", b"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")
     inbound = InboundRecord(inbound.topic, 0, 1, inbound.key, inbound.value, [traceparent])
-    out = make_pipeline(ScriptedInference(), exporter).process(inbound)
+    out = published(make_pipeline(ScriptedInference(), exporter), inbound)
     spans = {s.name: s for s in exporter.get_finished_spans()}
     assert {
         "process pocketvl.medical.requests",
@@ -178,7 +186,7 @@ def test_a_flaky_image_store_is_retried_like_triton() -> None:
         return real_load(images)
 
     pipeline.images.load_all = flaky  # type: ignore[method-assign]
-    answer = json.loads(pipeline.process(record(example("medical"))).value)
+    answer = json.loads(published(pipeline, record(example("medical"))).value)
     assert answer["status"] == "ok"
     assert failures == []
 
@@ -192,9 +200,9 @@ def test_metrics_count_outcomes_cache_and_inference() -> None:
     reader = InMemoryMetricReader()
     pipeline = make_pipeline(ScriptedInference())
     pipeline.metrics = WorkerMetrics.create(MeterProvider(metric_readers=[reader]).get_meter("t"))
-    pipeline.process(record(example("medical")))
-    pipeline.process(record({**example("medical"), "event_id": "again"}))
-    pipeline.process(record(b"{oops"))
+    published(pipeline, record(example("medical")))
+    published(pipeline, record({**example("medical"), "event_id": "again"}))
+    published(pipeline, record(b"{oops"))
     points: dict[str, list[Any]] = {}
     data = reader.get_metrics_data()
     assert data is not None
@@ -212,3 +220,21 @@ def test_metrics_count_outcomes_cache_and_inference() -> None:
     (inference,) = points["pocketvl.inference.duration"]
     assert inference.count == 1
     assert sum(p.count for p in points["pocketvl.process.duration"]) == 3
+
+
+def test_a_redelivered_request_is_not_answered_twice() -> None:
+    inference = ScriptedInference()
+    pipeline = make_pipeline(inference)
+    first = published(pipeline, record(example("medical")))
+    assert first.answers == "example-medical-choice-0001"
+    pipeline.cache.mark_answered([first.answers])  # what the loop does once the broker acked it
+    assert pipeline.process(record(example("medical"), offset=8)) is None
+    assert len(inference.calls) == 1
+    # the same content under a new event id is a new event: answered (from the cache)
+    assert (
+        json.loads(published(pipeline, record({**example("medical"), "event_id": "new"})).value)[
+            "cache"
+        ]
+        == "hit"
+    )
+    assert published(pipeline, record(b"{oops")).answers is None  # DLQ records answer nothing

@@ -24,6 +24,7 @@ ACK_TIMEOUT_S = 30.0
 class RunStats:
     processed: int = 0
     dead_lettered: int = 0
+    duplicates: int = 0  # redeliveries of already answered requests: not published again
 
 
 class Worker:
@@ -56,19 +57,25 @@ class Worker:
         return self.stats
 
     def _handle(self, batch: dict[Any, list[Any]]) -> None:
-        pending = []
+        pending, answered = [], []
         next_offsets: dict[Any, int] = {}
         for partition, records in batch.items():
             for record in records:
                 outbound = self.pipeline.process(to_inbound(record))
-                if outbound.topic.endswith(".dlq"):
-                    self.stats.dead_lettered += 1
-                pending.append(send(self.producer, outbound))
                 next_offsets[partition] = record.offset + 1
                 self.stats.processed += 1
+                if outbound is None or (outbound.answers and outbound.answers in answered):
+                    self.stats.duplicates += 1  # answered before, or earlier in this batch
+                    continue
+                if outbound.answers is None:
+                    self.stats.dead_lettered += 1
+                else:
+                    answered.append(outbound.answers)
+                pending.append(send(self.producer, outbound))
         self.producer.flush(timeout=ACK_TIMEOUT_S)
         for future in pending:
             future.get(timeout=ACK_TIMEOUT_S)  # raises if the broker did not take it
+        self.pipeline.cache.mark_answered(answered)  # only after the broker has them
         commit_offsets(self.consumer, next_offsets)
 
     def close(self) -> None:

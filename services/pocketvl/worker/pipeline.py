@@ -88,7 +88,8 @@ class Pipeline:
     metrics: WorkerMetrics = field(default_factory=WorkerMetrics.create)
     sleep: Callable[[float], None] = time.sleep
 
-    def process(self, record: InboundRecord) -> OutboundRecord:
+    def process(self, record: InboundRecord) -> OutboundRecord | None:
+        """The answer or DLQ record; None for a request whose answer was already published."""
         producer_ctx = trace.get_current_span(_PROPAGATOR.extract(_header_carrier(record.headers)))
         links = (
             [Link(producer_ctx.get_span_context())]
@@ -107,7 +108,8 @@ class Pipeline:
             outcome, reason = "failed", "internal_error"  # a bug: the worker will stop
             try:
                 answered = self._answer(record, domain, span)
-                outcome, reason = "answered", ""
+                outcome = "answered" if answered is not None else "duplicate"
+                reason = ""
                 return answered
             except DeadLetterError as exc:
                 outcome, reason = "dead_lettered", exc.reason
@@ -118,10 +120,13 @@ class Pipeline:
                 self.metrics.processed.add(1, labels | {"reason": reason})
                 self.metrics.process_duration.record(time.perf_counter() - started, labels)
 
-    def _answer(self, record: InboundRecord, domain: str, span: Span) -> OutboundRecord:
+    def _answer(self, record: InboundRecord, domain: str, span: Span) -> OutboundRecord | None:
         started = time.perf_counter()
         request = decode_request(record.value, domain)
         span.set_attribute("messaging.message.id", request.event_id)
+        if self.cache.answered(request.event_id):  # redelivered after its answer was acked
+            span.set_attribute("pocketvl.duplicate", True)
+            return None
         route_key, route = resolve_route(
             self.settings.routing.routes, request.domain, request.task.type, request.model_size
         )
@@ -226,7 +231,8 @@ class Pipeline:
         headers += passthrough_headers(record.headers)
         value = json.dumps(answer.model_dump(mode="json"), ensure_ascii=False).encode()
         prefix = self.settings.kafka.topic_prefix
-        return OutboundRecord(topic(prefix, answer.domain, "answers"), record.key, value, headers)
+        answers = topic(prefix, answer.domain, "answers")
+        return OutboundRecord(answers, record.key, value, headers, answers=answer.event_id)
 
     def _dead_letter(
         self, record: InboundRecord, domain: str, exc: DeadLetterError

@@ -25,7 +25,10 @@ def build_worker(settings: Settings, tracer: Tracer | None = None) -> Worker:
     cache: ResultCache = NoCache()
     if settings.cache_enabled:
         cache = RedisResultCache(
-            settings.redis.url, settings.redis.ttl_seconds, settings.redis.socket_timeout_s
+            settings.redis.url,
+            settings.redis.ttl_seconds,
+            settings.redis.socket_timeout_s,
+            settings.redis.key_prefix,
         )
     pipeline = Pipeline(
         settings=settings,
