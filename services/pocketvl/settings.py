@@ -31,8 +31,8 @@ class KafkaSettings(BaseModel):
     bootstrap_timeout_ms: int = Field(default=10_000, ge=100)
     # Generous poll interval for slow inference; short session timeout so a dead worker's
     # partitions move quickly (tansu's group join is slow with kafka-python's defaults).
-    max_poll_records: int = Field(default=16, ge=1)
-    max_poll_interval_ms: int = Field(default=300_000, ge=1_000)
+    max_poll_records: int = Field(default=4, ge=1)
+    max_poll_interval_ms: int = Field(default=900_000, ge=1_000)
     session_timeout_ms: int = Field(default=10_000, ge=1_000)
     heartbeat_interval_ms: int = Field(default=1_000, ge=100)
     max_message_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
@@ -54,7 +54,7 @@ class RedisSettings(BaseModel):
 
 class TritonSettings(BaseModel):
     url: str = "127.0.0.1:8001"
-    timeout_s: float = Field(default=120.0, gt=0)
+    timeout_s: float = Field(default=60.0, gt=0)
     max_attempts: int = Field(default=3, ge=1)
     backoff_initial_s: float = Field(default=0.2, ge=0)
     backoff_max_s: float = Field(default=5.0, ge=0)
@@ -168,6 +168,17 @@ class Settings(BaseSettings):
         if self.kafka.heartbeat_interval_ms * 3 > self.kafka.session_timeout_ms:
             raise ValueError(
                 "kafka.heartbeat_interval_ms must be at most a third of kafka.session_timeout_ms"
+            )
+        # A poll batch is processed before the next poll: if its worst case (every record
+        # timing out on every attempt) outlasts max_poll_interval, the group evicts the worker
+        # mid-batch and its commits fail (the classic kafka-python rebalance storm).
+        worst_s = self.kafka.max_poll_records * self.triton.timeout_s * self.triton.max_attempts
+        if worst_s * 1000 > self.kafka.max_poll_interval_ms:
+            raise ValueError(
+                f"a poll batch can take up to {worst_s:.0f} s (kafka.max_poll_records x "
+                "triton.timeout_s x triton.max_attempts) but kafka.max_poll_interval_ms allows "
+                f"{self.kafka.max_poll_interval_ms / 1000:.0f} s: lower the first three or "
+                "raise the last"
             )
         if self.limits.max_inline_image_bytes > self.kafka.max_message_bytes:
             raise ValueError(
