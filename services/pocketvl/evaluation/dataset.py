@@ -38,8 +38,9 @@ from pathlib import Path
 from string import ascii_uppercase
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, model_validator
 
+from pocketvl.contracts.common import Strict
 from pocketvl.contracts.messages import REQUEST_ADAPTER, AnyRequest
 from pocketvl.contracts.tasks import MedicalChoiceTask, RSClassifyTask
 from pocketvl.errors import PocketvlError
@@ -50,23 +51,19 @@ Number = Annotated[float, Field(strict=True, allow_inf_nan=False)]
 Text = Annotated[str, Field(min_length=1)]
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class CameraObject(_Strict):
+class CameraObject(Strict):
     camera: Text
     x: Number
     y: Number
 
 
-class DriveLMLabel(_Strict):
+class DriveLMLabel(Strict):
     answer: str
     choice: Annotated[str, Field(pattern=r"^[A-Z]$")] | None = None
     objects: list[CameraObject] = Field(default_factory=list)
 
 
-class BDDLabel(_Strict):
+class BDDLabel(Strict):
     action: str | None = None
     justification: str | None = None
     speed: Number | None = None
@@ -81,15 +78,15 @@ class BDDLabel(_Strict):
         return self
 
 
-class AnswerLabel(_Strict):
+class AnswerLabel(Strict):
     answer: str
 
 
-class ClassLabel(_Strict):
+class ClassLabel(Strict):
     label: Text
 
 
-class GroundLabel(_Strict):
+class GroundLabel(Strict):
     boxes: list[tuple[Number, Number, Number, Number]] = Field(min_length=1)
 
     @model_validator(mode="after")
@@ -100,11 +97,11 @@ class GroundLabel(_Strict):
         return self
 
 
-class CaptionLabel(_Strict):
+class CaptionLabel(Strict):
     caption: str
 
 
-class LetterLabel(_Strict):
+class LetterLabel(Strict):
     letter: Annotated[str, Field(pattern=r"^[A-Z]$")]
 
 
@@ -123,7 +120,7 @@ LABEL_MODELS: dict[tuple[str, str], type[Label]] = {
 }
 
 
-class _Line(_Strict):
+class _Line(Strict):
     key: Text | None = None
     request: dict[str, Any]
     label: dict[str, Any]
