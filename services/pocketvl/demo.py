@@ -120,20 +120,16 @@ def _show_parsers(settings: Settings, examples: list[dict[str, Any]]) -> None:
     """The parsers on sample answers in the published formats: what a real checkpoint's
     text becomes. Labelled as such: this is not model output."""
     from pocketvl.contracts.messages import REQUEST_ADAPTER
-    from pocketvl.domains.compose import compose
+    from pocketvl.domains.compose import prepare_inputs
     from pocketvl.domains.parsers import parse_answer
     from pocketvl.images import ImageLoader
-    from pocketvl.media import decode_media
-    from pocketvl.worker.pipeline import decode_options
 
     print("\n== typed answers: the parsers on sample answers in the published formats ==")
     print("   (not model output: this is what a real DA checkpoint's text turns into)")
     for example in examples:
         request = REQUEST_ADAPTER.validate_python(example)
-        options = decode_options(settings.limits, request.decode)
         loaded = ImageLoader(settings.limits).load_all(request.images)
-        media = [decode_media(i.data, i.media_type, options) for i in loaded]
-        context = compose(request, media, "").context
+        context = prepare_inputs(request, loaded, settings.limits).context
         text = PUBLISHED_FORMAT_ANSWERS[request.task.type]
         status, typed = parse_answer(request.task, text, context)
         summary = _summary({"answer": typed.model_dump(mode="json")})

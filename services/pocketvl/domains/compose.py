@@ -15,15 +15,19 @@ from functools import cache
 
 from PIL import Image, ImageFont
 
+from pocketvl.contracts.common import DecodeParams
 from pocketvl.contracts.messages import AnyRequest
 from pocketvl.domains.parsers import ParseContext
+from pocketvl.domains.prompts import build_question
+from pocketvl.images import LoadedImage
 from pocketvl.internvl.stitch import (
     VIDEO_FRAME_MAX_TILES,
     load_label_font,
     stitch_drivelm_views,
     video_frame_prefix,
 )
-from pocketvl.media import DecodedMedia
+from pocketvl.media import DecodedMedia, DecodeOptions, decode_media
+from pocketvl.settings import LimitSettings
 
 
 @dataclass(frozen=True)
@@ -61,3 +65,25 @@ def compose(request: AnyRequest, media: list[DecodedMedia], question: str) -> Co
             [_png(f) for f in frames], prompt, VIDEO_FRAME_MAX_TILES, ParseContext(sizes)
         )
     return Composed([_png(m.frames[0]) for m in media], question, None, ParseContext(sizes))
+
+
+def decode_options(limits: LimitSettings, params: DecodeParams) -> DecodeOptions:
+    """The service's caps plus what the request asked for (bands, DICOM frame, ...)."""
+    return DecodeOptions(
+        max_pixels=limits.max_image_pixels,
+        max_frames=limits.max_frames,
+        bands=params.bands,
+        stretch_percentiles=params.stretch_percentiles,
+        dicom_frame=params.dicom_frame,
+        dicom_window=params.dicom_window,
+        video_frames=params.video_frames,
+    )
+
+
+def prepare_inputs(
+    request: AnyRequest, images: list[LoadedImage], limits: LimitSettings
+) -> Composed:
+    """Fetched bytes to what the model is sent: decode every input, then compose."""
+    options = decode_options(limits, request.decode)
+    media = [decode_media(image.data, image.media_type, options) for image in images]
+    return compose(request, media, build_question(request.task))

@@ -20,7 +20,6 @@ from opentelemetry.trace import Link, Span, SpanKind, Tracer
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from pocketvl.cache import ResultCache, cache_key
-from pocketvl.contracts.common import DecodeParams
 from pocketvl.contracts.messages import (
     Answer,
     AnyRequest,
@@ -28,9 +27,8 @@ from pocketvl.contracts.messages import (
     Timings,
     TokenCounts,
 )
-from pocketvl.domains.compose import Composed, compose
+from pocketvl.domains.compose import Composed, prepare_inputs
 from pocketvl.domains.parsers import parse_answer
-from pocketvl.domains.prompts import build_question
 from pocketvl.envelope import (
     Headers,
     InboundRecord,
@@ -47,26 +45,12 @@ from pocketvl.errors import DeadLetterError
 from pocketvl.generation import GenerationResult
 from pocketvl.images import ImageLoader, LoadedImage
 from pocketvl.inference import InferenceBackend
-from pocketvl.media import DecodeOptions, decode_media
 from pocketvl.routing import resolve_route
-from pocketvl.settings import LimitSettings, Route, Settings
+from pocketvl.settings import Route, Settings
 from pocketvl.telemetry import WorkerMetrics
 from pocketvl.worker.decode import decode_request
 
 _PROPAGATOR = TraceContextTextMapPropagator()
-
-
-def decode_options(limits: LimitSettings, params: DecodeParams) -> DecodeOptions:
-    """The service's caps plus what the request asked for (bands, DICOM frame, ...)."""
-    return DecodeOptions(
-        max_pixels=limits.max_image_pixels,
-        max_frames=limits.max_frames,
-        bands=params.bands,
-        stretch_percentiles=params.stretch_percentiles,
-        dicom_frame=params.dicom_frame,
-        dicom_window=params.dicom_window,
-        video_frames=params.video_frames,
-    )
 
 
 T = TypeVar("T")
@@ -132,9 +116,7 @@ class Pipeline:
         )
         images = self._with_retries(lambda: self.images.load_all(request.images))
         with self.tracer.start_as_current_span("decode and compose"):
-            options = decode_options(self.settings.limits, request.decode)
-            media = [decode_media(i.data, i.media_type, options) for i in images]
-            composed = compose(request, media, build_question(request.task))
+            composed = prepare_inputs(request, images, self.settings.limits)
         result, hit, infer_ms = self._generate(request, route, images, composed)
         status, typed = parse_answer(request.task, result.text, composed.context)
         span.set_attribute("pocketvl.cache.hit", hit)
