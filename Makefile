@@ -43,10 +43,11 @@ format: $(STAMP)
 test: setup lint
 	$(BIN)/pytest
 
-# Preprocessing (CPU) always; engine throughput with full-size random weights only where
+# Preprocessing and memory per request (CPU) always; engine throughput with full-size random weights only where
 # CUDA is available (it says so and skips otherwise).
 bench: setup
 	$(BIN)/python -m bench.preprocess
+	$(BIN)/python -m bench.memory
 	$(BIN)/python -m bench.engine
 
 schemas: $(STAMP)

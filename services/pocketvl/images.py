@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import base64
 import binascii
+import errno
 import hashlib
 import http.client
 import os
 import ssl
+import stat
 import time
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -99,12 +101,20 @@ class ImageLoader:
 
     def _inline_bytes(self, image: InlineImage) -> bytes:
         cap = self.limits.max_inline_image_bytes
-        if len(image.data_b64) > cap * 4 // 3 + 4:
+        text = image.data_b64
+        # Standard base64 carries 3 bytes per 4 characters: refuse what cannot fit before
+        # decoding, then check the decoded length exactly.
+        if len(text) > 4 * -(-cap // 3):
             raise ImageError("image_too_large", f"inline image over {cap} bytes: use a reference")
         try:
-            return base64.b64decode(image.data_b64, validate=True)
-        except (binascii.Error, ValueError) as exc:
-            raise ImageError("bad_base64", f"data_b64 is not valid base64: {exc}") from exc
+            data = base64.b64decode(text, validate=True)
+        except (binascii.Error, ValueError):
+            raise ImageError("bad_base64", f"data_b64 {_base64_problem(text)}") from None
+        if len(data) > cap:
+            raise ImageError(
+                "image_too_large", f"inline image is {len(data)} bytes, over {cap}: use a reference"
+            )
+        return data
 
     def _referenced_bytes(self, ref: ImageReference) -> bytes:
         cap = self.limits.max_image_bytes
@@ -127,12 +137,25 @@ class ImageLoader:
         return data
 
     def _file_bytes(self, uri: str) -> bytes:
+        """Read a regular file under a root. The type is checked on the opened descriptor
+        (no race with a swap); O_NONBLOCK makes opening a FIFO return instead of waiting
+        for a writer, and O_NOFOLLOW refuses a symlink put in place after the path check."""
         path = self._allowed_path(uri)
+        flags = os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC
         try:
-            with path.open("rb") as handle:
-                return handle.read(self.limits.max_image_bytes + 1)
+            fd = os.open(path, flags)
         except OSError as exc:
-            raise ImageError("image_unreachable", f"cannot read {uri}: {exc.strerror}") from exc
+            if exc.errno == errno.ELOOP:
+                raise ImageError("uri_forbidden", "file:// reference is a symbolic link") from None
+            raise ImageError("image_unreachable", f"cannot read {uri}: {exc.strerror}") from None
+        with os.fdopen(fd, "rb") as handle:
+            if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+                raise ImageError("uri_forbidden", "file:// reference is not a regular file")
+            try:
+                return handle.read(self.limits.max_image_bytes + 1)
+            except OSError as exc:
+                message = f"cannot read {uri}: {exc.strerror}"
+                raise ImageError("image_unreachable", message) from None
 
     def _allowed_path(self, uri: str) -> Path:
         parsed = urlparse(uri)
@@ -220,6 +243,17 @@ class ImageLoader:
         length = response.getheader("Content-Length")
         if length and length.isdigit() and int(length) > self.limits.max_image_bytes:
             raise ImageError("image_too_large", f"{label} is {length} bytes, over the image cap")
+
+
+def _base64_problem(text: str) -> str:
+    """What is wrong with a base64 text, in words a producer can act on."""
+    if "\n" in text or "\r" in text:
+        return "has line breaks (MIME style): send it on one line"
+    if "-" in text or "_" in text:
+        return "uses the URL-safe alphabet (- and _): send standard base64 (+ and /)"
+    if len(text) % 4:
+        return "is not a multiple of 4 characters long: is its = padding missing?"
+    return "is not standard base64 (A-Z, a-z, 0-9, + and /, padded with =)"
 
 
 def _read_capped(response: http.client.HTTPResponse, limit: int, deadline: float) -> bytes:

@@ -10,14 +10,31 @@ from typing import Any
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import NewTopic
-from kafka.errors import KafkaConnectionError, KafkaTimeoutError, TopicAlreadyExistsError
+from kafka.errors import (
+    CorruptRecordError,
+    InvalidRecordError,
+    KafkaConnectionError,
+    KafkaTimeoutError,
+    MessageSizeTooLargeError,
+    RecordListTooLargeError,
+    TopicAlreadyExistsError,
+)
 from kafka.structs import OffsetAndMetadata
 
 from pocketvl.envelope import InboundRecord, OutboundRecord
-from pocketvl.errors import BrokerUnavailable
+from pocketvl.errors import BrokerUnavailable, RecordRefused
 from pocketvl.settings import KafkaSettings
 
 log = logging.getLogger(__name__)
+# Refusals of one record; anything else (broker down, timeouts) concerns every record.
+_RECORD_REFUSALS = (
+    MessageSizeTooLargeError,
+    RecordListTooLargeError,
+    InvalidRecordError,
+    CorruptRecordError,
+)
+# Room for the DLQ headers on top of a request value of kafka.max_message_bytes.
+DLQ_HEADROOM_BYTES = 64 * 1024
 
 
 @contextmanager
@@ -82,7 +99,7 @@ def make_producer(settings: KafkaSettings) -> Any:
             **_common(settings),
             acks="all",
             linger_ms=5,
-            max_request_size=settings.max_message_bytes,
+            max_request_size=settings.max_message_bytes + DLQ_HEADROOM_BYTES,
         )
 
 
@@ -93,8 +110,23 @@ def to_inbound(record: Any) -> InboundRecord:
 
 
 def send(producer: Any, record: OutboundRecord) -> Any:
-    """Queue a record; returns the future that resolves when the broker acks it."""
-    return producer.send(record.topic, key=record.key, value=record.value, headers=record.headers)
+    """Queue a record; returns the future that resolves when the broker acks it.
+    Raises RecordRefused when the producer refuses this record by itself (too large)."""
+    try:
+        return producer.send(
+            record.topic, key=record.key, value=record.value, headers=record.headers
+        )
+    except _RECORD_REFUSALS as exc:
+        raise RecordRefused(f"{record.topic}: {type(exc).__name__}") from None
+
+
+def wait_for_ack(future: Any, timeout_s: float) -> None:
+    """Block until the broker acked the record. RecordRefused if it refused this record;
+    any other failure (broker down, timeout) is raised as it is and stops the worker."""
+    try:
+        future.get(timeout=timeout_s)
+    except _RECORD_REFUSALS as exc:
+        raise RecordRefused(type(exc).__name__) from None
 
 
 def read_records(

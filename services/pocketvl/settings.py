@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from pocketvl.contracts.common import DOMAINS
@@ -22,7 +22,13 @@ TINY_MODEL = "internvl2_tiny_qwen2"
 TINY_CHECKPOINT = "tiny-internvl2-qwen2"
 
 
-class KafkaSettings(BaseModel):
+class Section(BaseModel):
+    """A settings section: a misspelt field is an error, and no number may be NaN or inf."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+
+class KafkaSettings(Section):
     bootstrap_servers: str = "127.0.0.1:9092"
     topic_prefix: str = "pocketvl"
     group_id: str = "pocketvl-worker"
@@ -45,23 +51,25 @@ class KafkaSettings(BaseModel):
         return value
 
 
-class RedisSettings(BaseModel):
+class RedisSettings(Section):
     url: str = "redis://127.0.0.1:6379/0"
     ttl_seconds: int = Field(default=7 * 24 * 3600, ge=1)
     socket_timeout_s: float = Field(default=2.0, gt=0)
     key_prefix: str = "pocketvl"
 
 
-class TritonSettings(BaseModel):
+class TritonSettings(Section):
     url: str = "127.0.0.1:8001"
     timeout_s: float = Field(default=60.0, gt=0)
     max_attempts: int = Field(default=3, ge=1)
     backoff_initial_s: float = Field(default=0.2, ge=0)
     backoff_max_s: float = Field(default=5.0, ge=0)
-    max_grpc_message_bytes: int = Field(default=64 * 1024 * 1024, ge=4 * 1024 * 1024)
+    # One image at the default pixel cap (40 MP RGB) is at most ~121 MB as PNG, even when
+    # it does not compress at all: it must fit in one call.
+    max_grpc_message_bytes: int = Field(default=160 * 1024 * 1024, ge=4 * 1024 * 1024)
 
 
-class Route(BaseModel):
+class Route(Section):
     """Where one (domain, task[, size]) goes: a Triton model and the checkpoint it serves."""
 
     triton_model: str
@@ -80,7 +88,7 @@ def _tiny_routes() -> dict[str, Route]:
     return {f"{d}/{t}": tiny for d, names in tasks.items() for t in names}
 
 
-class RoutingSettings(BaseModel):
+class RoutingSettings(Section):
     """Route keys are ``domain/task`` or ``domain/task/size`` (size: 1b, 2b, 4b)."""
 
     routes: dict[str, Route] = Field(default_factory=_tiny_routes)
@@ -98,11 +106,13 @@ class RoutingSettings(BaseModel):
         return routes
 
 
-class LimitSettings(BaseModel):
+class LimitSettings(Section):
     max_image_bytes: int = Field(default=20 * 1024 * 1024, ge=1024)
     max_inline_image_bytes: int = Field(default=2 * 1024 * 1024, ge=1024)
     max_image_pixels: int = Field(default=40_000_000, ge=1024)
     max_images: int = Field(default=8, ge=1)
+    # Request JSON nests 3 levels deep; anything far deeper is hostile.
+    max_json_depth: int = Field(default=32, ge=4, le=1000)
     # Frames in the SOURCE (a video is decoded up to its last sampled frame): 1 min at 30 fps.
     max_frames: int = Field(default=1800, ge=1, description="video / multi-frame DICOM frames")
     # Claim-check references: only file:// under these roots are read.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+from typing import Any
 
 import pytest
 
@@ -173,3 +174,56 @@ def test_a_redelivered_event_gets_one_answer(settings: Settings) -> None:
     answers_topic = topic(settings.kafka.topic_prefix, "medical", "answers")
     got = read_records(settings.kafka, [answers_topic], None, timeout_s=3)  # all there is
     assert [json.loads(r.value)["event_id"] for r in got] == ["only-once"]
+
+
+def test_poison_records_are_dead_lettered_on_the_real_broker(settings: Settings) -> None:
+    """A bug on one record, JSON deep enough to break the parser, and a value too large to
+    copy into the DLQ: each is dead-lettered, the records after them are answered, and the
+    offsets move past all of them."""
+    small = settings.model_copy(
+        update={
+            "kafka": settings.kafka.model_copy(update={"max_message_bytes": 65_536}),
+            "limits": settings.limits.model_copy(update={"max_inline_image_bytes": 65_536}),
+        }
+    )
+    huge = b"{" + b" " * 200_000  # over the worker's producer cap (64 KiB + DLQ headroom)
+    values = [
+        request(example("medical"), "before"),
+        request(example("medical"), "bug"),
+        b"[" * 5000 + b"]" * 5000,
+        huge,
+        request(example("medical"), "after"),
+    ]
+    publish(settings, "medical", values)
+    worker = build_worker(small)
+    calls: list[int] = []
+    original = worker.pipeline.images.load_all
+
+    def buggy(images: Any) -> Any:
+        calls.append(1)
+        if len(calls) == 2:  # the second request: a bug in the fetch stage
+            raise RuntimeError("a bug")
+        return original(images)
+
+    worker.pipeline.images.load_all = buggy  # type: ignore[method-assign]
+    try:
+        stats = worker.run(max_records=len(values), idle_timeout_s=60)
+    finally:
+        worker.close()
+    assert stats.processed == len(values)
+    got = [json.loads(r.value)["event_id"] for r in answers(settings, 2)]
+    assert got == ["before", "after"]
+    dlq = answers(settings, 3, kind="dlq")
+    headers = [{k: v.decode() for k, v in r.headers} for r in dlq]
+    assert [h["dlq.reason"] for h in headers] == [
+        "internal_error",
+        "json_too_deep",
+        "message_too_large",
+    ]
+    assert headers[0]["dlq.exception.message"] == "RuntimeError at stage fetch"
+    assert [r.value for r in dlq[:2]] == values[1:3]
+    assert dlq[2].value == b"" and headers[2]["dlq.original.offset"] == "3"
+    # a new group member starts after all five: nothing is redelivered
+    publish(settings, "medical", [request(example("medical"), "late")])
+    run_worker(settings, 1)
+    assert json.loads(answers(settings, 3)[2].value)["event_id"] == "late"

@@ -238,3 +238,42 @@ def test_a_redelivered_request_is_not_answered_twice() -> None:
         == "hit"
     )
     assert published(pipeline, record(b"{oops")).answers is None  # DLQ records answer nothing
+
+
+def test_span_failure_events_carry_the_reason_and_a_safe_message_only() -> None:
+    """OpenTelemetry's own exception events would carry the exception text, its chained
+    causes and a stack trace: here a bug quoting patient data, and a decoder failure."""
+
+    class Leaky(ScriptedInference):
+        def generate(self, *args: Any, **kwargs: Any) -> Any:
+            raise KeyError("Doe^Jane 12345")
+
+    exporter = InMemorySpanExporter()
+    out = published(make_pipeline(Leaky(), exporter), record(example("medical")))
+    assert dict(out.headers)["dlq.reason"] == b"internal_error"
+    broken = {**example("medical"), "images": [{**example("medical")["images"][0]}]}
+    broken["images"][0]["data_b64"] = broken["images"][0]["data_b64"][:400]
+    published(make_pipeline(ScriptedInference(), exporter), record(broken))
+    events = [
+        (span.name, dict(event.attributes or {}))
+        for span in exporter.get_finished_spans()
+        for event in span.events
+    ]
+    assert (
+        "triton infer internvl2_tiny_qwen2",
+        {"exception.type": "KeyError", "exception.message": "internal error"},
+    ) in events
+    failed = [attrs for _, attrs in events if attrs.get("exception.type") == "image_undecodable"]
+    assert failed, events
+    for _, attributes in events:
+        assert set(attributes) == {"exception.type", "exception.message"}  # no stack trace
+        assert "Doe" not in str(attributes) and "12345" not in str(attributes)
+
+
+def test_the_route_caps_max_new_tokens_and_max_tiles_like_each_other() -> None:
+    inference = ScriptedInference()
+    asked = {**example("medical"), "generation": {"max_new_tokens": 1024, "max_tiles": 40}}
+    published(make_pipeline(inference), record(asked))
+    less = {**example("medical"), "event_id": "less", "generation": {"max_new_tokens": 3}}
+    published(make_pipeline(inference), record(less))
+    assert [call[3:] for call in inference.calls] == [(16, 12), (3, 12)]  # route: 16 and 12

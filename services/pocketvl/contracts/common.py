@@ -40,9 +40,10 @@ Sha256Hex = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
 
 
 class Strict(BaseModel):
-    """Base for contract models: unknown fields are errors, not silently dropped."""
+    """Base for contract models: unknown fields are errors, not silently dropped, and a
+    float field refuses NaN and infinity (``1e999`` parses as infinity)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class InlineImage(Strict):

@@ -123,16 +123,26 @@ class Answer(Strict):
     produced_at: datetime
 
 
-DlqStage = Literal["deserialize", "validate", "route", "fetch", "infer", "postprocess", "produce"]
+# "worker": a failure outside the pipeline's stages (the loop's own guard).
+DlqStage = Literal[
+    "deserialize", "validate", "route", "fetch", "infer", "postprocess", "produce", "worker"
+]
 
 
 class DlqHeaders(Strict):
     """Headers of a DLQ record; the record's key and value are the original bytes, unchanged."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, allow_inf_nan=False, populate_by_name=True
+    )
 
     stage: DlqStage = Field(alias="dlq.stage")
-    reason: str = Field(alias="dlq.reason", pattern=r"^[a-z_]+$", description="low-cardinality")
+    reason: str = Field(
+        alias="dlq.reason",
+        pattern=r"^[a-z][a-z0-9_]*$",
+        max_length=64,
+        description="low-cardinality code; the README lists each one and when it happens",
+    )
     exception_message: str = Field(alias="dlq.exception.message", max_length=1024)
     original_topic: str = Field(alias="dlq.original.topic")
     original_partition: int = Field(alias="dlq.original.partition", ge=0)

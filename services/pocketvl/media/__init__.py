@@ -21,8 +21,9 @@ Every failure is an :class:`~pocketvl.errors.ImageError` whose reason is one of
 
 from __future__ import annotations
 
-from pocketvl.errors import ImageError
+from pocketvl.errors import DlqReason, ImageError
 from pocketvl.media.options import DecodedMedia, DecodeOptions
+from pocketvl.media.quiet import quiet_decoders
 from pocketvl.media.sniff import MEDIA_TYPES, check_declared_type
 
 __all__ = ["MEDIA_TYPES", "DecodeOptions", "DecodedMedia", "decode_media"]
@@ -32,8 +33,11 @@ _VIDEO_TYPES = frozenset({"video/mp4", "video/quicktime", "video/webm"})
 
 def decode_media(data: bytes, media_type: str, options: DecodeOptions) -> DecodedMedia:
     """Decode ``data`` declared as ``media_type`` into 8-bit RGB frames, or raise ImageError."""
+    quiet_decoders()
     check_declared_type(data, media_type)
-    undecodable = "video_undecodable" if media_type in _VIDEO_TYPES else "image_undecodable"
+    undecodable: DlqReason = (
+        "video_undecodable" if media_type in _VIDEO_TYPES else "image_undecodable"
+    )
     try:
         return _decode(data, media_type, options)
     except ImageError:

@@ -1,22 +1,28 @@
-"""DICOM Part 10 to one 8-bit RGB picture, with pydicom.
+"""DICOM to one 8-bit RGB picture, with pydicom and its pixel-data plugins.
+
+What archives send: Part 10 files, but also bare data sets (no preamble or file meta),
+and mostly compressed pixel data. Native and deflated syntaxes and RLE are decoded by
+pydicom itself; JPEG baseline, extended and lossless and JPEG-LS by pylibjpeg-libjpeg;
+JPEG 2000 and HTJ2K by pylibjpeg-openjpeg. A bare data set's transfer syntax is the
+encoding pydicom read it in (native pixel data only: compressed data needs its syntax).
 
 Greyscale: Rescale Slope/Intercept, then the VOI window (the request's, else the file's first
-Window Centre/Width, else min-max), then MONOCHROME1 inversion. Colour (RGB, YBR_*) passes
-through, converted to RGB by pydicom. Multi-frame: one frame, the requested or the middle one;
-enhanced multi-frame objects take rescale and window from their functional groups.
+Window Centre/Width, else min-max), then MONOCHROME1 inversion. Colour (RGB, YBR_*) is
+converted to RGB by pydicom; PALETTE COLOR through the file's colour lookup table.
+Multi-frame: one frame, the requested or the middle one; enhanced multi-frame objects take
+rescale and window from their functional groups.
 
 No patient data leaves this module. The file is read with ``specific_tags``, so patient,
 study and equipment elements are skipped unparsed; messages and notes carry only sizes,
-transfer-syntax names and numbers computed here, never element values, dataset reprs or
-pydicom's exception texts; pydicom's warnings (which can quote element values) are silenced.
-For the same reason pydicom's exceptions are not chained (``from None``): a logged traceback
-would print their text. The message keeps the exception's type for debugging.
+names from pydicom's own dictionary and numbers computed here, never element values,
+dataset reprs or pydicom's exception texts. pydicom's logger and warnings (which quote
+element values, e.g. an unknown character set) are silenced process-wide, and its
+exceptions are not chained (``from None``): a logged traceback would print their text.
 """
 
 from __future__ import annotations
 
 import io
-import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,44 +33,69 @@ from PIL import Image
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 from pydicom.pixels.decoders.base import get_decoder
+from pydicom.pixels.processing import apply_color_lut
 from pydicom.pixels.utils import pixel_array
+from pydicom.uid import (
+    UID,
+    ExplicitVRBigEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+)
 
 from pocketvl.errors import ImageError
 from pocketvl.media.options import DecodedMedia, DecodeOptions, check_frames, check_pixels
 from pocketvl.media.scaling import apply_window, scale_full_range, scale_min_max
 
+_PALETTE_TAGS = [
+    f"{prefix}{colour}PaletteColorLookupTable{part}"
+    for colour in ("Red", "Green", "Blue")
+    for prefix, part in (("", "Descriptor"), ("", "Data"), ("Segmented", "Data"))
+]
 _TAGS = [
     *("Rows", "Columns", "SamplesPerPixel", "PhotometricInterpretation", "PlanarConfiguration"),
     *("BitsAllocated", "BitsStored", "HighBit", "PixelRepresentation", "NumberOfFrames"),
-    *("ExtendedOffsetTable", "ExtendedOffsetTableLengths", "PixelData"),
+    *("ExtendedOffsetTable", "ExtendedOffsetTableLengths", "PixelData", "SOPClassUID"),
     *("FloatPixelData", "DoubleFloatPixelData"),  # read only to be refused by name
     *("RescaleSlope", "RescaleIntercept", "WindowCenter", "WindowWidth", "VOILUTFunction"),
     *("SharedFunctionalGroupsSequence", "PerFrameFunctionalGroupsSequence"),
+    *_PALETTE_TAGS,
 ]
 _GREY = frozenset({"MONOCHROME1", "MONOCHROME2"})
 _COLOUR = frozenset({"RGB", "YBR_FULL", "YBR_FULL_422", "YBR_RCT", "YBR_ICT", "YBR_PARTIAL_420"})
-_OTHER = frozenset({"PALETTE COLOR", "YBR_PARTIAL_422", "HSV", "ARGB", "CMYK", "XYB"})
+_PALETTE = "PALETTE COLOR"
+_OTHER = frozenset({"YBR_PARTIAL_422", "HSV", "ARGB", "CMYK", "XYB"})
 _VOI_FUNCTIONS = frozenset({"LINEAR", "LINEAR_EXACT", "SIGMOID"})
 # Functional-group macros that carry per-frame rescale and window in enhanced objects.
 _RESCALE = "PixelValueTransformationSequence"
 _VOI = "FrameVOILUTSequence"
+# Words in the names of SOP classes that hold pixels; a known class without any of them
+# (a report, waveform, plan, structure set) is not an image at all.
+_IMAGE_CLASS_WORDS = ("Image", "Dose", "Volume", "Slide", "Tomosynthesis", "Photograph")
+# Encodings of a bare data set (no file meta), as (implicit VR, little endian).
+_BARE_SYNTAXES = {
+    (True, True): ImplicitVRLittleEndian,
+    (False, True): ExplicitVRLittleEndian,
+    (False, False): ExplicitVRBigEndian,
+}
 
 
 def decode_dicom(data: bytes, options: DecodeOptions) -> DecodedMedia:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        ds = _read(data)
-        frames, index, photometric = _checked_header(ds, options)
-        try:
-            stored = pixel_array(ds, index=index)  # decodes this frame only
-        except Exception as exc:
-            raise ImageError(
-                "image_undecodable", f"DICOM pixel data is not decodable ({type(exc).__name__})"
-            ) from None
+    ds = _read(data)
+    frames, index, photometric = _checked_header(ds, options)
+    syntax = _decodable_syntax(ds)
+    try:
+        stored = pixel_array(ds, index=index)  # decodes this frame only
+    except Exception as exc:
+        raise ImageError(
+            "image_undecodable",
+            f"{syntax.name} pixel data could not be decoded ({type(exc).__name__})",
+        ) from None
     notes = [f"frame {index} of {frames}"] if frames > 1 else []
     if photometric in _GREY:
         mapping = _grey_mapping(ds, index, photometric, options)
         pixels = _grey_to_uint8(stored, mapping, notes)
+    elif photometric == _PALETTE:
+        pixels = _palette_to_rgb(stored, ds, notes)
     else:
         pixels = scale_full_range(stored, 2 ** int(ds.BitsStored) - 1)
         notes.append(f"{photometric.lower()} colour as rgb")
@@ -73,8 +104,10 @@ def decode_dicom(data: bytes, options: DecodeOptions) -> DecodedMedia:
 
 
 def _read(data: bytes) -> Dataset:
+    # "DICM" at 0 is a Part 10 file that lost its preamble: pydicom wants the meta at 0.
+    body = data[4:] if data.startswith(b"DICM") else data
     try:
-        return pydicom.dcmread(io.BytesIO(data), specific_tags=_TAGS)
+        return pydicom.dcmread(io.BytesIO(body), force=True, specific_tags=_TAGS)
     except Exception as exc:
         raise ImageError(
             "image_undecodable", f"not a readable DICOM file ({type(exc).__name__})"
@@ -82,41 +115,85 @@ def _read(data: bytes) -> Dataset:
 
 
 def _checked_header(ds: Dataset, options: DecodeOptions) -> tuple[int, int, str]:
-    """Caps, photometric and transfer syntax from the header: (frames, frame index, photometric)."""
+    """Caps and photometric from the header: (frames, frame index, photometric)."""
     if "FloatPixelData" in ds or "DoubleFloatPixelData" in ds:
         raise ImageError("dicom_unsupported", "float pixel data (parametric maps)")
     if "PixelData" not in ds:
-        # An image header without its pixels is a cut-off file; no header at all is a
-        # non-image object (structured report, waveform...).
-        if "Rows" in ds:
-            raise ImageError("image_undecodable", "DICOM image without Pixel Data: truncated?")
-        raise ImageError("dicom_unsupported", "no (7FE0,0010) Pixel Data: not a supported image")
-    check_pixels(int(ds.get("Columns") or 0), int(ds.get("Rows") or 0), options)
-    frames = int(ds.get("NumberOfFrames") or 1)
+        raise _without_pixels(ds)
+    check_pixels(_number(ds, "Columns"), _number(ds, "Rows"), options)
+    frames = _number(ds, "NumberOfFrames") or 1
     check_frames(frames, options)
     index = frames // 2 if options.dicom_frame is None else options.dicom_frame
     if index >= frames:
         raise ImageError("option_out_of_range", f"frame {index} requested of {frames}")
     photometric = str(ds.get("PhotometricInterpretation", "")).strip().upper()
-    if photometric not in _GREY | _COLOUR:
+    if photometric not in _GREY | _COLOUR | {_PALETTE}:
         named = photometric if photometric in _OTHER else "unknown"
         raise ImageError("dicom_unsupported", f"photometric interpretation {named}")
-    _check_transfer_syntax(ds)
     return frames, index, photometric
 
 
-def _check_transfer_syntax(ds: Dataset) -> None:
-    uid = ds.file_meta.get("TransferSyntaxUID")
-    if uid is None:
-        raise ImageError("dicom_unsupported", "no transfer syntax in the file meta")
-    # Name only syntaxes pydicom knows; an unknown UID string is the file's own text.
-    name = uid.name if uid.is_transfer_syntax else "an unknown transfer syntax"
+def _number(ds: Dataset, keyword: str) -> int:
     try:
-        decoder = get_decoder(uid)
-    except NotImplementedError as exc:
-        raise ImageError("dicom_unsupported", f"{name} is not supported") from exc
+        return int(ds.get(keyword) or 0)
+    except (TypeError, ValueError):
+        raise ImageError("image_undecodable", f"{keyword} is not a number") from None
+
+
+def _without_pixels(ds: Dataset) -> ImageError:
+    """No Pixel Data: a non-image object when its SOP class says so, else a cut-off file.
+
+    pydicom stops quietly at the end of a truncated file, so "no pixels" is all it shows of
+    a DICOM cut short anywhere before them.
+    """
+    sop_class = ds.file_meta.get("MediaStorageSOPClassUID") or ds.get("SOPClassUID")
+    name = _dictionary_name(sop_class)
+    if name is not None and not any(word in name for word in _IMAGE_CLASS_WORDS):
+        return ImageError("dicom_unsupported", f"a {name} object holds no image")
+    return ImageError("image_undecodable", "DICOM without Pixel Data: the file is cut short")
+
+
+def _dictionary_name(uid: Any) -> str | None:
+    """pydicom's dictionary name of a UID; never the file's own text."""
+    if not isinstance(uid, str):
+        return None
+    name = UID(uid).name
+    return None if name == str(uid) else name
+
+
+def _decodable_syntax(ds: Dataset) -> UID:
+    """The transfer syntax, inferred for a bare data set, and a decoder for it."""
+    syntax = ds.file_meta.get("TransferSyntaxUID")
+    if syntax is None:
+        encapsulated = ds["PixelData"].is_undefined_length
+        implicit, little = ds.original_encoding
+        known = not encapsulated and implicit is not None and little is not None
+        syntax = _BARE_SYNTAXES.get((bool(implicit), bool(little))) if known else None
+        if syntax is None:
+            raise ImageError("dicom_unsupported", "compressed pixel data with no transfer syntax")
+        ds.file_meta.TransferSyntaxUID = syntax
+    # Name only syntaxes pydicom knows; an unknown UID string is the file's own text.
+    name = syntax.name if syntax.is_transfer_syntax else "an unknown transfer syntax"
+    try:
+        decoder = get_decoder(syntax)
+    except NotImplementedError:
+        raise ImageError("dicom_unsupported", f"{name} is not supported") from None
     if not decoder.is_available:
         raise ImageError("dicom_unsupported", f"{name}: no decoder for it is installed")
+    return UID(syntax)
+
+
+def _palette_to_rgb(
+    stored: npt.NDArray[np.generic], ds: Dataset, notes: list[str]
+) -> npt.NDArray[np.uint8]:
+    try:
+        rgb = apply_color_lut(stored, ds)
+    except Exception as exc:
+        raise ImageError(
+            "image_undecodable", f"PALETTE COLOR lookup table unusable ({type(exc).__name__})"
+        ) from None
+    notes.append("palette colour lookup applied")
+    return scale_full_range(rgb, 255 if rgb.dtype == np.uint8 else 65535)
 
 
 @dataclass(frozen=True)

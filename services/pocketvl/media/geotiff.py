@@ -26,18 +26,21 @@ from pocketvl.errors import ImageError
 from pocketvl.media.options import DecodedMedia, DecodeOptions, check_pixels
 from pocketvl.media.raster import decode_still, open_image
 from pocketvl.media.scaling import stretch_percentiles
+from pocketvl.media.tiff_header import count_pages
 
 Samples = npt.NDArray[np.generic]  # (height, width, bands)
 
 _DATA_PHOTOMETRICS = frozenset({PHOTOMETRIC.MINISBLACK, PHOTOMETRIC.RGB})
 # ModelPixelScale, ModelTiepoint, ModelTransformation, GeoKeyDirectory.
 _GEO_TAGS = (33550, 33922, 34264, 34735)
-# Bands are decoded together, so the decoded size is pixels x bands: allow a 13-band
-# Sentinel-2 stack at the full pixel cap, refuse thousands of zlib-compressed bands.
-_MAX_BANDS_AT_CAP = 16
+# Bands are decoded together, and zlib makes a huge stack of them a small file: the decoded
+# samples may take at most this many bytes per pixel of the cap (4 bands of 16 bits at
+# the full cap, 320 MB at 40 MP; a 13-band 16-bit Sentinel-2 stack up to 12 MP).
+_MAX_DECODED_BYTES_PER_CAP_PIXEL = 8
 
 
 def decode_tiff(data: bytes, options: DecodeOptions) -> DecodedMedia:
+    count_pages(data)  # page and tag caps from the header chain, before tifffile parses it
     try:
         with tifffile.TiffFile(io.BytesIO(data)) as tif:
             page = tif.pages.first
@@ -51,7 +54,7 @@ def decode_tiff(data: bytes, options: DecodeOptions) -> DecodedMedia:
     except Exception as exc:  # tifffile raises many kinds on hostile files
         raise ImageError(
             "image_undecodable", f"not a readable TIFF ({type(exc).__name__}: {exc})"
-        ) from exc
+        ) from None
     if samples is None:
         return decode_still(data, "image/tiff", options)
     return _compose(samples, options, georeferenced)
@@ -66,8 +69,13 @@ def _read_samples(tif: tifffile.TiffFile, data: bytes, options: DecodeOptions) -
     height, width = shape[axes.index("Y")], shape[axes.index("X")]
     check_pixels(width, height, options)
     bands = math.prod(shape) // (height * width)
-    if height * width * bands > options.max_pixels * _MAX_BANDS_AT_CAP:
-        raise ImageError("too_many_pixels", f"{width}x{height} with {bands} bands is over the cap")
+    decoded = height * width * bands * series.dtype.itemsize
+    if decoded > options.max_pixels * _MAX_DECODED_BYTES_PER_CAP_PIXEL:
+        raise ImageError(
+            "too_many_pixels",
+            f"{width}x{height} with {bands} bands of {series.dtype} decodes to {decoded} bytes, "
+            f"over the cap of {options.max_pixels * _MAX_DECODED_BYTES_PER_CAP_PIXEL}",
+        )
     if not _tifffile_decodes(tif.pages.first.compression):
         return _pillow_samples(data, options)  # Pillow's libtiff has LZW and JPEG built in
     planes = np.moveaxis(series.asarray(), (axes.index("Y"), axes.index("X")), (0, 1))

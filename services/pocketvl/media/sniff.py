@@ -33,8 +33,22 @@ def _tiff(data: bytes) -> bool:
 
 
 def _dicom(data: bytes) -> bool:
-    # DICOM Part 10 only: 128-byte preamble, then "DICM". Bare datasets are refused.
-    return data[128:132] == b"DICM"
+    """Part 10 (preamble, then "DICM"), a Part 10 file without its preamble, or a bare data
+    set as older archives send it: its first element in group 0002 (file meta) or 0008
+    (identification), little or big endian."""
+    if data[128:132] == b"DICM" or data[:4] == b"DICM":
+        return True
+    return data[:2] in (b"\x02\x00", b"\x08\x00", b"\x00\x02", b"\x00\x08") and _dicom_tag(data)
+
+
+def _dicom_tag(data: bytes) -> bool:
+    # The element number is small (group length 0000, or an identification element), and
+    # an explicit-VR element has two capital letters as its VR; implicit VR has a length.
+    little = data[:1] != b"\x00"
+    element = int.from_bytes(data[2:4], "little" if little else "big")
+    vr = data[4:6]
+    explicit = len(vr) == 2 and all(65 <= char <= 90 for char in vr)
+    return element < 0x0100 and (explicit or len(data) >= 8)
 
 
 def _mp4(data: bytes) -> bool:

@@ -1,22 +1,30 @@
 """One readable path per message: decode, route, fetch images, cache, infer, answer.
 
-``Pipeline.process`` never raises for a bad message: it returns the answer record or a DLQ
-record with the original bytes and a reason. Only failures of the service itself (a bug, or
-Kafka being unable to take the result) escape, and those leave the offset uncommitted.
+``Pipeline.process`` never raises for anything a producer can send: it returns the answer
+record or a DLQ record with the original bytes and a reason. A bug met on one record is
+dead-lettered too (``internal_error``, naming the exception type and the stage), so one
+record can never stop a partition.
+
+Spans record failures by reason code and our own message only: OpenTelemetry's automatic
+exception events would carry the exception's text and its chained causes (a decoder's text
+can quote the file, and for DICOM that can be patient data).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import random
 import time
-from collections.abc import Callable
+import traceback
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TypeVar
 
 from opentelemetry import trace
-from opentelemetry.trace import Link, Span, SpanKind, Tracer
+from opentelemetry.trace import Link, Span, SpanKind, Status, StatusCode, Tracer
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from pocketvl.cache import ResultCache, cache_key
@@ -41,7 +49,7 @@ from pocketvl.envelope import (
     passthrough_headers,
     topic,
 )
-from pocketvl.errors import DeadLetterError
+from pocketvl.errors import DeadLetterError, ImageError, InternalError
 from pocketvl.generation import GenerationResult
 from pocketvl.images import ImageLoader, LoadedImage
 from pocketvl.inference import InferenceBackend
@@ -51,9 +59,35 @@ from pocketvl.telemetry import WorkerMetrics
 from pocketvl.worker.decode import decode_request
 
 _PROPAGATOR = TraceContextTextMapPropagator()
-
+GRPC_OVERHEAD_BYTES = 64 * 1024  # tensor headers and metadata around the image bytes
+log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+
+@dataclass
+class _Progress:
+    """The stage a record has reached, so an unexpected failure can say where it was."""
+
+    stage: str = "deserialize"
+
+
+def _mark_failed(span: Span, code: str, message: str) -> None:
+    span.set_status(Status(StatusCode.ERROR, code))
+    span.set_attribute("error.type", code)
+    span.add_event("exception", {"exception.type": code, "exception.message": message[:1024]})
+
+
+@contextmanager
+def _failures_recorded_safely(span: Span) -> Iterator[Span]:
+    try:
+        yield span
+    except DeadLetterError as exc:
+        _mark_failed(span, exc.reason, str(exc))
+        raise
+    except Exception as exc:
+        _mark_failed(span, type(exc).__name__, "internal error")
+        raise
 
 
 def _header_carrier(headers: Headers) -> dict[str, str]:
@@ -80,44 +114,74 @@ class Pipeline:
             if producer_ctx.get_span_context().is_valid
             else []
         )
-        with self.tracer.start_as_current_span(
-            f"process {record.topic}", kind=SpanKind.CONSUMER, links=links
-        ) as span:
+        with self._span(f"process {record.topic}", SpanKind.CONSUMER, links) as span:
             span.set_attribute("messaging.kafka.offset", record.offset)
             span.set_attribute("messaging.destination.partition.id", str(record.partition))
             domain = domain_of(self.settings.kafka.topic_prefix, record.topic)
             if domain is None:  # the consumer subscribes to request topics only
                 raise RuntimeError(f"{record.topic} is not a request topic")
             started = time.perf_counter()
-            outcome, reason = "failed", "internal_error"  # a bug: the worker will stop
+            progress = _Progress()
+            outcome, reason = "dead_lettered", "internal_error"
             try:
-                answered = self._answer(record, domain, span)
+                answered = self._answer(record, domain, span, progress)
                 outcome = "answered" if answered is not None else "duplicate"
                 reason = ""
                 return answered
             except DeadLetterError as exc:
-                outcome, reason = "dead_lettered", exc.reason
-                span.set_attribute("error.type", exc.reason)
-                return self._dead_letter(record, domain, exc)
+                reason = exc.reason
+                _mark_failed(span, exc.reason, str(exc))
+                return self.dead_letter(record, domain, exc)
+            except Exception as exc:  # a bug: dead-letter the record, keep the partition going
+                error = InternalError(progress.stage, exc)
+                _mark_failed(span, "internal_error", str(error))
+                # Frames only: the exception's own text may quote the input.
+                frames = "".join(traceback.format_tb(exc.__traceback__))
+                log.error("internal_error on %s: %s\n%s", _where(record), error, frames)
+                return self.dead_letter(record, domain, error)
             finally:
                 labels = {"domain": domain, "outcome": outcome}
                 self.metrics.processed.add(1, labels | {"reason": reason})
                 self.metrics.process_duration.record(time.perf_counter() - started, labels)
 
-    def _answer(self, record: InboundRecord, domain: str, span: Span) -> OutboundRecord | None:
+    @contextmanager
+    def _span(
+        self, name: str, kind: SpanKind = SpanKind.INTERNAL, links: list[Link] | None = None
+    ) -> Iterator[Span]:
+        with (
+            self.tracer.start_as_current_span(
+                name, kind=kind, links=links, record_exception=False, set_status_on_exception=False
+            ) as span,
+            _failures_recorded_safely(span),
+        ):
+            yield span
+
+    def _answer(
+        self, record: InboundRecord, domain: str, span: Span, progress: _Progress
+    ) -> OutboundRecord | None:
         started = time.perf_counter()
-        request = decode_request(record.value, domain)
+        request = decode_request(
+            record.value,
+            domain,
+            max_bytes=self.settings.kafka.max_message_bytes,
+            max_depth=self.settings.limits.max_json_depth,
+        )
         span.set_attribute("messaging.message.id", request.event_id)
         if self.cache.answered(request.event_id):  # redelivered after its answer was acked
             span.set_attribute("pocketvl.duplicate", True)
             return None
+        progress.stage = "route"
         route_key, route = resolve_route(
             self.settings.routing.routes, request.domain, request.task.type, request.model_size
         )
-        images = self._with_retries(lambda: self.images.load_all(request.images))
-        with self.tracer.start_as_current_span("decode and compose"):
+        progress.stage = "fetch"
+        with self._span("fetch images"):
+            images = self._with_retries(lambda: self.images.load_all(request.images))
+        with self._span("decode and compose"):
             composed = prepare_inputs(request, images, self.settings.limits)
+        progress.stage = "infer"
         result, hit, infer_ms = self._generate(request, route, images, composed)
+        progress.stage = "postprocess"
         status, typed = parse_answer(request.task, result.text, composed.context)
         span.set_attribute("pocketvl.cache.hit", hit)
         span.set_attribute("pocketvl.route", route_key)
@@ -144,7 +208,10 @@ class Pipeline:
         self, request: AnyRequest, route: Route, images: list[LoadedImage], composed: Composed
     ) -> tuple[GenerationResult, bool, float | None]:
         """Cached result if there is one; otherwise Triton, then cache it (best effort)."""
-        max_new_tokens = request.generation.max_new_tokens or route.max_new_tokens
+        # The route caps both: a request may ask for less work, never for more.
+        max_new_tokens = min(
+            request.generation.max_new_tokens or route.max_new_tokens, route.max_new_tokens
+        )
         max_tiles = min(request.generation.max_tiles or route.max_tiles, route.max_tiles)
         max_tiles = min(max_tiles, composed.max_tiles or max_tiles)
         version = self._with_retries(lambda: self.inference.model_version(route.triton_model))
@@ -161,15 +228,14 @@ class Pipeline:
             },
             {"max_new_tokens": max_new_tokens, "max_tiles": max_tiles},
         )
-        with self.tracer.start_as_current_span("cache lookup"):
+        with self._span("cache lookup"):
             cached = self.cache.get(key)
         self.metrics.cache_lookups.add(1, {"result": "miss" if cached is None else "hit"})
         if cached is not None:
             return cached, True, None
+        self._check_fits_one_call(composed)
         started = time.perf_counter()
-        with self.tracer.start_as_current_span(
-            f"triton infer {route.triton_model}", kind=SpanKind.CLIENT
-        ):
+        with self._span(f"triton infer {route.triton_model}", SpanKind.CLIENT):
             result = self._with_retries(
                 lambda: self.inference.generate(
                     route.triton_model,
@@ -183,6 +249,18 @@ class Pipeline:
         self.metrics.inference_duration.record(infer_ms / 1000, {"model": route.triton_model})
         self.cache.put(key, result)
         return result, False, infer_ms
+
+    def _check_fits_one_call(self, composed: Composed) -> None:
+        """gRPC refuses a message over the cap as RESOURCE_EXHAUSTED, which reads like an
+        overloaded server; say what it is instead, before sending."""
+        cap = self.settings.triton.max_grpc_message_bytes
+        size = sum(len(image) for image in composed.images) + len(composed.question.encode())
+        if size > cap - GRPC_OVERHEAD_BYTES:
+            raise ImageError(
+                "image_too_large",
+                f"the decoded images are {size} bytes as PNG, over what one Triton call "
+                f"carries (triton.max_grpc_message_bytes={cap}): send smaller images",
+            )
 
     def _with_retries(self, call: Callable[[], T]) -> T:
         """Retry transient failures (Triton, the image store) with capped, jittered
@@ -216,7 +294,7 @@ class Pipeline:
         answers = topic(prefix, answer.domain, "answers")
         return OutboundRecord(answers, record.key, value, headers, answers=answer.event_id)
 
-    def _dead_letter(
+    def dead_letter(
         self, record: InboundRecord, domain: str, exc: DeadLetterError
     ) -> OutboundRecord:
         headers = dlq_headers(
@@ -228,3 +306,7 @@ class Pipeline:
             retryable=exc.retryable,
         )
         return dlq_record(record, topic(self.settings.kafka.topic_prefix, domain, "dlq"), headers)
+
+
+def _where(record: InboundRecord) -> str:
+    return f"{record.topic}[{record.partition}]@{record.offset}"
