@@ -22,12 +22,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from tests.support.samples import road_scene, satellite_tile
 
-from pocketvl.catalog import SIZES
-from pocketvl.internvl.engine import GenerationRequest, InternVLEngine
-from pocketvl.internvl.stitch import CAMERAS, stitch_drivelm_views
-from pocketvl.internvl.tiny import build_tiny_checkpoint
-from pocketvl.samples import road_scene, satellite_tile
+from pocketvl.modeltools.catalog import SIZES
+from pocketvl.modeltools.tiny import build_tiny_checkpoint
+from pocketvl.serving.engine import GenerationRequest, InternVLEngine
+from pocketvl.vision.stitch import CAMERAS, stitch_drivelm_views
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

@@ -131,9 +131,9 @@ def _reset_peak() -> None:
 
 def child(path: str, media_type: str) -> None:
     """One measurement in this (fresh) process; prints a JSON line."""
+    from pocketvl.adapters.claim_check import ImageLoader
     from pocketvl.contracts.messages import REQUEST_ADAPTER
     from pocketvl.domains.compose import prepare_inputs
-    from pocketvl.images import ImageLoader
     from pocketvl.settings import LimitSettings
 
     target = Path(path)

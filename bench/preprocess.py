@@ -26,13 +26,14 @@ import numpy.typing as npt
 import PIL
 import torch
 from PIL import Image
+from tests.support.samples import road_scene
 
-from pocketvl.internvl.stitch import (
+from pocketvl.vision.stitch import (
     CAMERAS,
     TRAINING_JPEG_QUALITY,
     stitch_drivelm_views,
 )
-from pocketvl.internvl.tiling import (
+from pocketvl.vision.tiling import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     Grid,
@@ -41,7 +42,6 @@ from pocketvl.internvl.tiling import (
     select_tile_grid,
     tiles_uint8,
 )
-from pocketvl.samples import road_scene
 
 MAX_TILES = 12
 RUNS = 15  # timed runs per path and input, after WARMUP

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from pocketvl.paths import build_tiny_checkpoints
+from pocketvl.devstack.paths import build_tiny_checkpoints
 from pocketvl.settings import TINY_CHECKPOINT
 
 REPO = Path(__file__).resolve().parents[1]

@@ -14,11 +14,11 @@ from typing import Any, Literal
 
 import pytest
 
-from pocketvl.envelope import OutboundRecord, all_topics, cloudevent_headers, topic
-from pocketvl.messaging import ensure_topics, make_producer, read_records, send
-from pocketvl.paths import TINY_MODELS
+from pocketvl.adapters.kafka_broker import ensure_topics, make_producer, read_records, send
+from pocketvl.devstack.paths import TINY_MODELS
+from pocketvl.devstack.stack import LocalStack, StackState
 from pocketvl.settings import KafkaSettings, RedisSettings, Settings, TritonSettings
-from pocketvl.stack import LocalStack, StackState
+from pocketvl.worker.envelope import OutboundRecord, all_topics, cloudevent_headers, topic
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.integration

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from pocketvl.processes import free_port
-from pocketvl.samples import satellite_tile
+from pocketvl.devstack.processes import free_port
+from pocketvl.devstack.stack import StackState
 from pocketvl.settings import Settings
-from pocketvl.stack import StackState
 from tests.conftest import REPO
+from tests.support.samples import satellite_tile
 
 pytestmark = pytest.mark.integration
 
@@ -23,7 +23,7 @@ def pocketvl(
     *args: str, env: dict[str, str] | None = None, timeout: float = 120
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "pocketvl.cli", *args],
+        [sys.executable, "-m", "pocketvl.cli.main", *args],
         capture_output=True,
         text=True,
         timeout=timeout,

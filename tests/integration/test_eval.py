@@ -12,12 +12,12 @@ from typing import Any
 
 import pytest
 
+from pocketvl.devstack.paths import TINY_MODELS
 from pocketvl.errors import PocketvlError
 from pocketvl.evaluation.report import TINY_NOTE
 from pocketvl.evaluation.runner import eval_command
-from pocketvl.paths import TINY_MODELS
+from pocketvl.service import build_worker
 from pocketvl.settings import Settings
-from pocketvl.worker.runtime import build_worker
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.integration

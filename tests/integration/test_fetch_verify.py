@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from pocketvl.catalog import find
+from pocketvl.devstack.processes import free_port
 from pocketvl.errors import PocketvlError
-from pocketvl.fetch import fetch_checkpoint
-from pocketvl.internvl.verify import verify_checkpoint
-from pocketvl.processes import free_port
+from pocketvl.modeltools.catalog import find
+from pocketvl.modeltools.fetch import fetch_checkpoint
+from pocketvl.modeltools.verify import verify_checkpoint
 from tests.integration.hub_mirror import hub_mirror
 from tests.integration.test_cli import pocketvl
 

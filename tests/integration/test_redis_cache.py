@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from pocketvl.cache import RedisResultCache
-from pocketvl.generation import GenerationResult
-from pocketvl.processes import free_port
+from pocketvl.adapters.redis_store import RedisResultCache
+from pocketvl.devstack.processes import free_port
 from pocketvl.settings import Settings
+from pocketvl.worker.ports import GenerationResult
 
 RESULT = GenerationResult("a river", 260, 3, "1")
 

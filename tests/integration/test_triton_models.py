@@ -6,11 +6,11 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from pocketvl.generation import GenerationResult
-from pocketvl.inference import TritonInference
-from pocketvl.paths import TINY_MODELS
-from pocketvl.samples import chest_xray, road_scene, satellite_tile
+from pocketvl.adapters.triton_client import TritonInference
+from pocketvl.devstack.paths import TINY_MODELS
 from pocketvl.settings import Settings
+from pocketvl.worker.ports import GenerationResult
+from tests.support.samples import chest_xray, road_scene, satellite_tile
 
 pytestmark = pytest.mark.integration
 

@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
-from pocketvl.inference import TritonInference
-from pocketvl.paths import TINY_MODELS
+from pocketvl.adapters.triton_client import TritonInference
+from pocketvl.devstack.paths import TINY_MODELS
+from pocketvl.service import build_worker
 from pocketvl.settings import Settings
-from pocketvl.worker.runtime import build_worker
 from tests.integration.conftest import answers, publish, request
 from tests.unit.test_decode import example
 
@@ -123,9 +123,9 @@ def test_worker_stops_on_request(settings: Settings) -> None:
 def test_every_example_and_a_video_clip_get_schema_valid_answers(settings: Settings) -> None:
     import jsonschema
 
+    from pocketvl.contracts.common import inline_image as inline
     from pocketvl.contracts.export import schemas
     from pocketvl.contracts.messages import Answer
-    from pocketvl.samples import inline
     from tests.unit.media_samples import video_bytes
     from tests.unit.test_contracts import EXAMPLES
 
@@ -168,8 +168,8 @@ def test_a_redelivered_event_gets_one_answer(settings: Settings) -> None:
         assert stats.duplicates == 2
     finally:
         worker.close()
-    from pocketvl.envelope import topic
-    from pocketvl.messaging import read_records
+    from pocketvl.adapters.kafka_broker import read_records
+    from pocketvl.worker.envelope import topic
 
     answers_topic = topic(settings.kafka.topic_prefix, "medical", "answers")
     got = read_records(settings.kafka, [answers_topic], None, timeout_s=3)  # all there is

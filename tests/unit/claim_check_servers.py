@@ -1,7 +1,8 @@
 """Local claim-check servers for the image-loader tests: HTTPS (self-signed) and S3-like.
 
 The S3 server checks SigV4 on its own, written from the AWS docs' steps (canonical request,
-string to sign, derived key) without ``pocketvl.s3sign``, so a signer bug cannot hide itself.
+string to sign, derived key) without
+``pocketvl.adapters.s3_signing``, so a signer bug cannot hide itself.
 """
 
 from __future__ import annotations

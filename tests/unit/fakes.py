@@ -7,7 +7,7 @@ tests/integration, so these stay honest.
 from __future__ import annotations
 
 from pocketvl.errors import InferenceError
-from pocketvl.generation import GenerationResult
+from pocketvl.worker.ports import GenerationResult
 
 
 class DictCache:

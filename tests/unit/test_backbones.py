@@ -16,11 +16,11 @@ import pytest
 import torch
 from torch.nn import functional
 
-from pocketvl.internvl.checkpoint import load_native_model, load_original_weights
-from pocketvl.internvl.checkpoint import read_checkpoint_info as read_info
-from pocketvl.internvl.engine import InternVLEngine
-from pocketvl.internvl.templates import build_prompt
-from pocketvl.internvl.tiny import build_tiny_checkpoint
+from pocketvl.modeltools.tiny import build_tiny_checkpoint
+from pocketvl.serving.checkpoint import load_native_model, load_original_weights
+from pocketvl.serving.checkpoint import read_checkpoint_info as read_info
+from pocketvl.serving.engine import InternVLEngine
+from pocketvl.vision.templates import build_prompt
 from tests.conftest import encode
 
 Weights = dict[str, torch.Tensor]
@@ -208,8 +208,8 @@ def test_engine_generates_with_each_backbone(engine: InternVLEngine) -> None:
 
 
 def test_a_batch_equals_each_request_run_alone(engine: InternVLEngine) -> None:
-    from pocketvl.internvl.engine import GenerationRequest, ImageDecodeError
-    from pocketvl.samples import chest_xray, road_scene, satellite_tile
+    from pocketvl.serving.engine import GenerationRequest, ImageDecodeError
+    from tests.support.samples import chest_xray, road_scene, satellite_tile
 
     images = [road_scene(11), satellite_tile(12), chest_xray(13), road_scene(14)]
     # Prompts of 435 and 947 tokens: for the tiny Phi-3 (longrope switch at 512 positions) a

@@ -6,8 +6,13 @@ from pathlib import Path
 
 import pytest
 
-from pocketvl.catalog import CATALOG, find, routes_for
-from pocketvl.model_repo import RepositoryOptions, configs, repository_drift, write_repository
+from pocketvl.modeltools.catalog import CATALOG, find, routes_for
+from pocketvl.modeltools.repository import (
+    RepositoryOptions,
+    configs,
+    repository_drift,
+    write_repository,
+)
 from pocketvl.settings import RoutingSettings
 from tests.conftest import REPO
 

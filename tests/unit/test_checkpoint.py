@@ -13,14 +13,14 @@ import torch
 from safetensors.torch import save_file
 from torch.nn import functional
 
-from pocketvl.internvl.checkpoint import (
+from pocketvl.modeltools.tiny import build_tiny_checkpoint
+from pocketvl.serving.checkpoint import (
     CheckpointError,
     load_native_model,
     load_original_weights,
     read_checkpoint_info,
 )
-from pocketvl.internvl.engine import ImageDecodeError, InternVLEngine
-from pocketvl.internvl.tiny import build_tiny_checkpoint
+from pocketvl.serving.engine import ImageDecodeError, InternVLEngine
 from tests.conftest import encode
 
 

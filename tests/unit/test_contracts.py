@@ -42,7 +42,7 @@ def test_one_example_per_domain_and_task() -> None:
 
 
 def test_examples_are_the_sample_builders_output() -> None:
-    from pocketvl.samples import example_requests
+    from tests.support.samples import example_requests
 
     for stem, value in example_requests().items():
         assert json.loads((REPO / "schemas" / "examples" / f"{stem}.json").read_text()) == value
@@ -89,6 +89,6 @@ def test_the_contract_cameras_are_the_stitch_layout() -> None:
     from typing import get_args
 
     from pocketvl.contracts.common import DRIVELM_CAMERAS, CameraName
-    from pocketvl.internvl.stitch import CAMERAS
+    from pocketvl.vision.stitch import CAMERAS
 
     assert DRIVELM_CAMERAS == CAMERAS == get_args(CameraName)

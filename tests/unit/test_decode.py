@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from pocketvl.errors import DecodeError, SchemaError
-from pocketvl.worker.decode import decode_request
+from pocketvl.worker.codec import decode_request
 from tests.unit.test_contracts import EXAMPLES
 
 

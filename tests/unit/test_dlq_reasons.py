@@ -22,11 +22,11 @@ import tifffile
 from PIL import Image
 from pydicom.data import get_testdata_file
 
+from pocketvl.adapters.claim_check import ImageLoader
 from pocketvl.contracts.messages import DlqHeaders
-from pocketvl.envelope import InboundRecord, OutboundRecord
 from pocketvl.errors import DLQ_REASONS, InferenceError, InferenceUnavailable
-from pocketvl.images import ImageLoader
 from pocketvl.settings import KafkaSettings, LimitSettings, Settings, TritonSettings
+from pocketvl.worker.envelope import InboundRecord, OutboundRecord
 from pocketvl.worker.pipeline import Pipeline
 from tests.conftest import REPO
 from tests.unit import media_samples as samples

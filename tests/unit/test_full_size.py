@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from pocketvl.internvl.checkpoint import CheckpointError, checkpoint_info
-from pocketvl.internvl.full_size import build_dummy_model, build_random_model, full_size_config
+from pocketvl.serving.checkpoint import CheckpointError, checkpoint_info
+from pocketvl.serving.full_size import build_dummy_model, build_random_model, full_size_config
 
 # (size, native LLM class, rope type, parameter range in billions: the model card's total)
 SIZES = [

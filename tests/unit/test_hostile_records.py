@@ -15,10 +15,10 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pocketvl.envelope import InboundRecord
+from pocketvl.adapters.claim_check import ImageLoader
 from pocketvl.errors import DLQ_REASONS
-from pocketvl.images import ImageLoader
 from pocketvl.settings import Settings, TritonSettings
+from pocketvl.worker.envelope import InboundRecord
 from pocketvl.worker.pipeline import Pipeline
 from tests.unit.fakes import DictCache, ScriptedInference
 from tests.unit.test_contracts import EXAMPLES

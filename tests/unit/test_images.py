@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from pocketvl.adapters.claim_check import ImageLoader
+from pocketvl.adapters.s3_signing import S3Credentials, sign_s3_get
 from pocketvl.contracts.common import ImageReference, InlineImage
 from pocketvl.errors import ImageError, ImageUnavailable
-from pocketvl.images import ImageLoader
-from pocketvl.s3sign import S3Credentials, sign_s3_get
 from pocketvl.settings import LimitSettings
 from tests.conftest import b64, encode
 from tests.unit.claim_check_servers import S3Handler, StaticHandler, self_signed_cert, serve

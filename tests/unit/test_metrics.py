@@ -9,7 +9,6 @@ from typing import Any
 
 import pytest
 
-from pocketvl.envelope import InboundRecord
 from pocketvl.errors import PocketvlError
 from pocketvl.evaluation import runner
 from pocketvl.evaluation.dataset import (
@@ -43,6 +42,7 @@ from pocketvl.evaluation.report import (
     to_json,
 )
 from pocketvl.settings import TINY_CHECKPOINT, TINY_MODEL, KafkaSettings, LimitSettings, Settings
+from pocketvl.worker.envelope import InboundRecord
 from tests.conftest import REPO
 
 SAMPLE = REPO / "schemas" / "examples" / "eval-sample.jsonl"

@@ -36,7 +36,7 @@ from pocketvl.contracts.tasks import (
     RSVqaTask,
 )
 from pocketvl.domains.parsers import ParseContext, parse_answer
-from pocketvl.internvl.stitch import CAMERAS, camera_to_stitched
+from pocketvl.vision.stitch import CAMERAS, camera_to_stitched
 
 DRIVELM = DriveLMTask(question="What are the important objects in the current scene?")
 CONTROL = BDDTask(predict="control")

@@ -10,10 +10,10 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from pocketvl.envelope import InboundRecord, OutboundRecord
+from pocketvl.adapters.claim_check import ImageLoader
 from pocketvl.errors import InferenceError, InferenceUnavailable
-from pocketvl.images import ImageLoader
 from pocketvl.settings import Settings, TritonSettings
+from pocketvl.worker.envelope import InboundRecord, OutboundRecord
 from pocketvl.worker.pipeline import Pipeline
 from tests.unit.fakes import DictCache, ScriptedInference
 from tests.unit.test_decode import example
@@ -173,8 +173,8 @@ def test_spans_cover_each_hop_and_link_to_the_producer() -> None:
 
 
 def test_a_flaky_image_store_is_retried_like_triton() -> None:
+    from pocketvl.adapters.claim_check import LoadedImage
     from pocketvl.errors import ImageUnavailable
-    from pocketvl.images import LoadedImage
 
     pipeline = make_pipeline(ScriptedInference())
     real_load = pipeline.images.load_all

@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from pocketvl.cache import cache_key
-from pocketvl.envelope import all_topics, answer_event_id, domain_of, passthrough_headers
+from pocketvl.adapters.redis_store import cache_key
 from pocketvl.errors import RouteError
-from pocketvl.routing import resolve_route
 from pocketvl.settings import Route, Settings
+from pocketvl.worker.envelope import all_topics, answer_event_id, domain_of, passthrough_headers
+from pocketvl.worker.routing import resolve_route
 
 
 def test_topic_names_and_domains() -> None:
@@ -113,7 +113,7 @@ def test_contradictory_settings_are_refused(
 def test_ports_chosen_together_are_distinct_and_bindable() -> None:
     import socket
 
-    from pocketvl.processes import free_ports
+    from pocketvl.devstack.processes import free_ports
 
     for _ in range(50):
         ports = free_ports(5)

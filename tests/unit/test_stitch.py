@@ -7,7 +7,7 @@ import numpy.typing as npt
 import pytest
 from PIL import Image
 
-from pocketvl.internvl.stitch import (
+from pocketvl.vision.stitch import (
     CAMERAS,
     LABEL_COLOUR,
     camera_to_stitched,
@@ -17,7 +17,7 @@ from pocketvl.internvl.stitch import (
     stitched_to_camera,
     video_frame_prefix,
 )
-from pocketvl.internvl.tiling import tiles_uint8
+from pocketvl.vision.tiling import tiles_uint8
 
 # One solid colour per camera, none of them near the magenta of the labels.
 COLOURS = {

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pocketvl.internvl.templates import SYSTEM_MESSAGE, TEMPLATES, build_prompt
+from pocketvl.vision.templates import SYSTEM_MESSAGE, TEMPLATES, build_prompt
 
 CTX2 = "<img><IMG_CONTEXT><IMG_CONTEXT></img>"
 

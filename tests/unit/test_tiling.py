@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from pocketvl.internvl.tiling import (
+from pocketvl.vision.tiling import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     Grid,
@@ -23,7 +23,7 @@ from pocketvl.internvl.tiling import (
     tile_image,
     tiles_uint8,
 )
-from pocketvl.samples import road_scene
+from tests.support.samples import road_scene
 
 
 @pytest.mark.parametrize(

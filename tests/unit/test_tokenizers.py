@@ -17,10 +17,10 @@ import pytest
 import sentencepiece as spm
 from transformers.convert_slow_tokenizer import import_protobuf
 
-from pocketvl.internvl.checkpoint import CheckpointError, read_checkpoint_info
-from pocketvl.internvl.templates import IMG_CONTEXT, INTERNVL_SPECIAL_TOKENS, build_prompt
-from pocketvl.internvl.tiny import build_tiny_checkpoint
-from pocketvl.internvl.tokenization import load_tokenizer, template_special_tokens
+from pocketvl.modeltools.tiny import build_tiny_checkpoint
+from pocketvl.serving.checkpoint import CheckpointError, read_checkpoint_info
+from pocketvl.serving.tokenization import load_tokenizer, template_special_tokens
+from pocketvl.vision.templates import IMG_CONTEXT, INTERNVL_SPECIAL_TOKENS, build_prompt
 
 QUESTION = "What is on the road?"
 

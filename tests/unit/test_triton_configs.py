@@ -8,7 +8,7 @@ import pytest
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
-from pocketvl import triton_contract as tc
+from pocketvl.contracts import triton as tc
 from tests.conftest import REPO
 
 CONFIGS = sorted((REPO / "model_repository").glob("*/config.pbtxt"))

@@ -10,7 +10,7 @@ from typing import Any
 
 from kafka.errors import KafkaTimeoutError, MessageSizeTooLargeError
 
-from pocketvl.envelope import InboundRecord, OutboundRecord
+from pocketvl.worker.envelope import InboundRecord, OutboundRecord
 from pocketvl.worker.loop import Worker
 from tests.unit.fakes import DictCache, ScriptedInference
 from tests.unit.test_decode import example

@@ -1,5 +1,5 @@
-"""Generated Triton shell: the logic lives in pocketvl.internvl.triton_model."""
+"""Generated Triton shell: the logic lives in pocketvl.serving.triton_model."""
 
-from pocketvl.internvl.triton_model import TritonPythonModel
+from pocketvl.serving.triton_model import TritonPythonModel
 
 __all__ = ["TritonPythonModel"]

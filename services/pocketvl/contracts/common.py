@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Final, Literal
+import base64
+from typing import Annotated, Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -72,6 +73,18 @@ class ImageReference(Strict):
 
 
 Image = Annotated[InlineImage | ImageReference, Field(discriminator="kind")]
+
+
+def inline_image(data: bytes, media_type: str, name: str | None = None) -> dict[str, Any]:
+    """The JSON of an inline image carrying ``data``, as a producer writes it."""
+    image: dict[str, Any] = {
+        "kind": "inline",
+        "media_type": media_type,
+        "data_b64": base64.b64encode(data).decode(),
+    }
+    if name is not None:
+        image["name"] = name
+    return image
 
 
 class DecodeParams(Strict):

@@ -15,19 +15,19 @@ from functools import cache
 
 from PIL import Image, ImageFont
 
+from pocketvl.adapters.claim_check import LoadedImage
 from pocketvl.contracts.common import DecodeParams
 from pocketvl.contracts.messages import AnyRequest
 from pocketvl.domains.parsers import ParseContext
 from pocketvl.domains.prompts import build_question
-from pocketvl.images import LoadedImage
-from pocketvl.internvl.stitch import (
+from pocketvl.media import DecodedMedia, DecodeOptions, decode_media
+from pocketvl.settings import LimitSettings
+from pocketvl.vision.stitch import (
     VIDEO_FRAME_MAX_TILES,
     load_label_font,
     stitch_drivelm_views,
     video_frame_prefix,
 )
-from pocketvl.media import DecodedMedia, DecodeOptions, decode_media
-from pocketvl.settings import LimitSettings
 
 
 @dataclass(frozen=True)

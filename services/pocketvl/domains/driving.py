@@ -13,7 +13,7 @@ from typing import TypeGuard, get_args
 
 from pocketvl.contracts.answers import ObjectRef, Quantity
 from pocketvl.contracts.common import CameraName
-from pocketvl.internvl.stitch import CAMERA_SIZE, stitched_to_camera
+from pocketvl.vision.stitch import CAMERA_SIZE, stitched_to_camera
 
 # A decimal number as a model writes it. The exponent is matched on purpose: otherwise
 # "1e999" would read as 1 and the rest would be silently dropped; matched, it becomes inf

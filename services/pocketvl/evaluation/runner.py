@@ -13,7 +13,7 @@ record (``x-*`` passthrough); so re-running a set with the same event ids scores
 answers. A repeated request may still be answered from the Redis cache, as in production.
 
 ``schemas/examples/eval-sample.jsonl`` is a tiny labelled set, one item per task: the
-requests of ``schemas/examples/*.json`` (drawn by ``pocketvl.samples``, synthetic), event
+requests of ``schemas/examples/*.json`` (drawn by ``tests.support.samples``, synthetic), event
 ids renamed ``eval-sample-*``. Its labels describe what those pictures show: the three
 vehicle centres of CAM_FRONT ``road_scene(11)`` in its 320x180 pixels, the river of
 ``satellite_tile(2)`` (box and "yes"), the river in ``multiband_tiff(3)``, the nodule of
@@ -32,15 +32,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from pocketvl.envelope import (
-    Headers,
-    InboundRecord,
-    OutboundRecord,
-    all_topics,
-    cloudevent_headers,
-    now_rfc3339,
-    topic,
-)
+from pocketvl.adapters.kafka_broker import ensure_topics, make_producer, read_records, send
 from pocketvl.errors import PocketvlError
 from pocketvl.evaluation.dataset import EvalItem, load_dataset
 from pocketvl.evaluation.report import (
@@ -51,8 +43,16 @@ from pocketvl.evaluation.report import (
     task_results,
     to_json,
 )
-from pocketvl.messaging import ensure_topics, make_producer, read_records, send
 from pocketvl.settings import Settings
+from pocketvl.worker.envelope import (
+    Headers,
+    InboundRecord,
+    OutboundRecord,
+    all_topics,
+    cloudevent_headers,
+    now_rfc3339,
+    topic,
+)
 
 RUN_HEADER = "x-pocketvl-eval-run"
 SEND_TIMEOUT_S = 30.0

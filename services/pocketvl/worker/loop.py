@@ -19,9 +19,9 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from pocketvl.envelope import InboundRecord, OutboundRecord, domain_of
+from pocketvl.adapters.kafka_broker import commit_offsets, send, to_inbound, wait_for_ack
 from pocketvl.errors import DeadLetterError, InternalError, RecordRefused
-from pocketvl.messaging import commit_offsets, send, to_inbound, wait_for_ack
+from pocketvl.worker.envelope import InboundRecord, OutboundRecord, domain_of
 from pocketvl.worker.pipeline import Pipeline
 
 log = logging.getLogger(__name__)

@@ -27,7 +27,9 @@ from opentelemetry import trace
 from opentelemetry.trace import Link, Span, SpanKind, Status, StatusCode, Tracer
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-from pocketvl.cache import ResultCache, cache_key
+from pocketvl.adapters.claim_check import ImageLoader, LoadedImage
+from pocketvl.adapters.redis_store import ResultCache, cache_key
+from pocketvl.adapters.triton_client import InferenceBackend
 from pocketvl.contracts.messages import (
     Answer,
     AnyRequest,
@@ -37,7 +39,11 @@ from pocketvl.contracts.messages import (
 )
 from pocketvl.domains.compose import Composed, prepare_inputs
 from pocketvl.domains.parsers import parse_answer
-from pocketvl.envelope import (
+from pocketvl.errors import DeadLetterError, ImageError, InternalError
+from pocketvl.settings import Route, Settings
+from pocketvl.telemetry import WorkerMetrics
+from pocketvl.worker.codec import decode_request
+from pocketvl.worker.envelope import (
     Headers,
     InboundRecord,
     OutboundRecord,
@@ -49,14 +55,8 @@ from pocketvl.envelope import (
     passthrough_headers,
     topic,
 )
-from pocketvl.errors import DeadLetterError, ImageError, InternalError
-from pocketvl.generation import GenerationResult
-from pocketvl.images import ImageLoader, LoadedImage
-from pocketvl.inference import InferenceBackend
-from pocketvl.routing import resolve_route
-from pocketvl.settings import Route, Settings
-from pocketvl.telemetry import WorkerMetrics
-from pocketvl.worker.decode import decode_request
+from pocketvl.worker.ports import GenerationResult
+from pocketvl.worker.routing import resolve_route
 
 _PROPAGATOR = TraceContextTextMapPropagator()
 GRPC_OVERHEAD_BYTES = 64 * 1024  # tensor headers and metadata around the image bytes

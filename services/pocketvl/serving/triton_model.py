@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from pocketvl import triton_contract as tc
+from pocketvl.contracts import triton as tc
 
 _DTYPES = ("float32", "bfloat16", "float16")
 
@@ -33,7 +33,7 @@ class TritonPythonModel:
     def initialize(self, args: dict[str, str]) -> None:
         import torch
 
-        from pocketvl.internvl.engine import InternVLEngine
+        from pocketvl.serving.engine import InternVLEngine
 
         config = json.loads(args["model_config"])
         params = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
@@ -56,7 +56,7 @@ class TritonPythonModel:
     def execute(self, requests: list[Any]) -> list[Any]:
         import triton_python_backend_utils as pb_utils
 
-        from pocketvl.internvl.engine import GenerationRequest
+        from pocketvl.serving.engine import GenerationRequest
 
         parsed: list[GenerationRequest | Exception] = []
         for request in requests:
@@ -72,7 +72,7 @@ class TritonPythonModel:
         ]
 
     def _parse(self, pb_utils: Any, request: Any) -> Any:
-        from pocketvl.internvl.engine import GenerationRequest
+        from pocketvl.serving.engine import GenerationRequest
 
         def tensor(spec: tc.TensorSpec) -> Any:
             found = pb_utils.get_input_tensor_by_name(request, spec.name)

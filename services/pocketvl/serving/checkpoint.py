@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file
 
-from pocketvl.internvl.templates import TEMPLATES, Template
+from pocketvl.vision.templates import TEMPLATES, Template
 
 # llm_config.architectures[0] -> backbone key used by backbones.py, tiny.py and tokenization.py
 SUPPORTED_LLMS = {
@@ -69,7 +69,7 @@ def checkpoint_info(cfg: dict[str, Any], path: Path) -> CheckpointInfo:
         raise CheckpointError(
             f"LLM {llm_arch} is not supported yet; supported: {sorted(SUPPORTED_LLMS)}"
         )
-    from pocketvl.internvl.backbones import text_config
+    from pocketvl.serving.backbones import text_config
 
     text_config(SUPPORTED_LLMS[llm_arch], cfg["llm_config"])  # refuse untranslatable LLMs now
     vision = cfg["vision_config"]
@@ -90,7 +90,7 @@ def native_config(info: CheckpointInfo, image_token_id: int) -> Any:
     """transformers InternVLConfig equivalent to the original config."""
     from transformers import InternVLConfig, InternVLVisionConfig
 
-    from pocketvl.internvl.backbones import text_config
+    from pocketvl.serving.backbones import text_config
 
     cfg = info.raw_config
     v = cfg["vision_config"]
@@ -152,7 +152,7 @@ def _convert_vision(name: str, tensor: torch.Tensor) -> dict[str, torch.Tensor]:
 
 
 def _convert_tensor(name: str, tensor: torch.Tensor, info: CheckpointInfo) -> dict[str, Any]:
-    from pocketvl.internvl.backbones import convert_llm_tensor
+    from pocketvl.serving.backbones import convert_llm_tensor
 
     if name.startswith("vision_model."):
         return _convert_vision(name, tensor)

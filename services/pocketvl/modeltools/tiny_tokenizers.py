@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pocketvl.internvl.templates import INTERNVL_SPECIAL_TOKENS, SYSTEM_MESSAGE
+from pocketvl.vision.templates import INTERNVL_SPECIAL_TOKENS, SYSTEM_MESSAGE
 
 _CORPUS_TEXT = (
     "the car truck bus pedestrian cyclist traffic light sign lane road left right front back "

@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 import redis
 
-from pocketvl.generation import GenerationResult
+from pocketvl.worker.ports import GenerationResult
 
 KEY_VERSION = "v2"  # v2: decode parameters and composition joined the key
 log = logging.getLogger(__name__)

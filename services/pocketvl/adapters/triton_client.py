@@ -13,10 +13,10 @@ import numpy as np
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
-from pocketvl import triton_contract as tc
+from pocketvl.contracts import triton as tc
 from pocketvl.errors import InferenceError, InferenceUnavailable
-from pocketvl.generation import GenerationResult
 from pocketvl.settings import TritonSettings
+from pocketvl.worker.ports import GenerationResult
 
 _RETRYABLE = {
     "StatusCode.UNAVAILABLE",

@@ -11,12 +11,12 @@ import json
 import time
 from typing import Any
 
-from pocketvl import paths
-from pocketvl.envelope import OutboundRecord, cloudevent_headers, topic
-from pocketvl.messaging import make_producer, read_records, send
+from pocketvl.adapters.kafka_broker import make_producer, read_records, send
+from pocketvl.devstack import paths
+from pocketvl.devstack.stack import LocalStack, StackState
+from pocketvl.service import build_worker
 from pocketvl.settings import KafkaSettings, RedisSettings, Settings, TritonSettings
-from pocketvl.stack import LocalStack, StackState
-from pocketvl.worker.runtime import build_worker
+from pocketvl.worker.envelope import OutboundRecord, cloudevent_headers, topic
 
 TEXT_WIDTH = 34
 
@@ -34,7 +34,7 @@ def _publish(
     for example in requests:
         request = {**example, "event_id": f"{example['event_id']}-{suffix}"}
         sent.append(request)
-        headers = cloudevent_headers(request["event_id"], "/pocketvl/demo", "pocketvl.demo.v1")
+        headers = cloudevent_headers(request["event_id"], "/pocketvl/demo", "pocketvl.cli.demo.v1")
         headers.append(("x-demo-round", suffix.encode()))
         record = OutboundRecord(
             topic(settings.kafka.topic_prefix, request["domain"], "requests"),
@@ -119,10 +119,10 @@ PUBLISHED_FORMAT_ANSWERS = {
 def _show_parsers(settings: Settings, examples: list[dict[str, Any]]) -> None:
     """The parsers on sample answers in the published formats: what a real checkpoint's
     text becomes. Labelled as such: this is not model output."""
+    from pocketvl.adapters.claim_check import ImageLoader
     from pocketvl.contracts.messages import REQUEST_ADAPTER
     from pocketvl.domains.compose import prepare_inputs
     from pocketvl.domains.parsers import parse_answer
-    from pocketvl.images import ImageLoader
 
     print("\n== typed answers: the parsers on sample answers in the published formats ==")
     print("   (not model output: this is what a real DA checkpoint's text turns into)")

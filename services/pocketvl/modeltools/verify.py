@@ -14,15 +14,15 @@ import torch
 from safetensors import safe_open
 
 from pocketvl.errors import PocketvlError
-from pocketvl.internvl.checkpoint import (
+from pocketvl.serving.checkpoint import (
     CheckpointError,
     check_state,
     convert_state_dict,
     native_config,
     read_checkpoint_info,
 )
-from pocketvl.internvl.templates import IMG_CONTEXT
-from pocketvl.internvl.tokenization import load_tokenizer
+from pocketvl.serving.tokenization import load_tokenizer
+from pocketvl.vision.templates import IMG_CONTEXT
 
 TOKENIZER_FILES = (("vocab.json", "merges.txt"), ("tokenizer.model",))
 

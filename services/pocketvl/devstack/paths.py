@@ -8,7 +8,7 @@ import shutil
 from pathlib import Path
 
 from pocketvl.errors import StackError
-from pocketvl.model_repo import TINY
+from pocketvl.modeltools.repository import TINY
 
 TINY_MODELS = tuple(TINY)
 
@@ -47,7 +47,7 @@ def build_tiny_checkpoints(root: Path) -> None:
     Rebuilt when the code that builds them changes (a stamp holds its hash), so a checkout
     never serves tiny checkpoints left over from an older version.
     """
-    from pocketvl.internvl import tiny, tiny_tokenizers
+    from pocketvl.modeltools import tiny, tiny_tokenizers
 
     sources = (Path(tiny.__file__), Path(tiny_tokenizers.__file__))
     version = hashlib.sha256(b"".join(p.read_bytes() for p in sources)).hexdigest()

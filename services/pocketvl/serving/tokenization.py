@@ -30,8 +30,8 @@ from typing import Any
 from transformers import AddedToken
 from transformers.tokenization_utils_sentencepiece import SentencePieceBackend
 
-from pocketvl.internvl.checkpoint import CheckpointError, CheckpointInfo
-from pocketvl.internvl.templates import INTERNVL_SPECIAL_TOKENS, Template
+from pocketvl.serving.checkpoint import CheckpointError, CheckpointInfo
+from pocketvl.vision.templates import INTERNVL_SPECIAL_TOKENS, Template
 
 SPIECE_UNDERLINE = "▁"
 # tokenizer_class in tokenizer_config.json -> whether that class ignores the `legacy` switch

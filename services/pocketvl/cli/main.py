@@ -13,16 +13,16 @@ import uuid
 from pathlib import Path
 from typing import Any, Literal
 
-from pocketvl import paths
-from pocketvl.cli_models import add_models_parser, cmd_models
+from pocketvl.cli.models import add_models_parser, cmd_models
+from pocketvl.devstack import paths
 from pocketvl.errors import PocketvlError
 
 
 def _settings(use_stack: bool) -> Any:
     from pydantic import ValidationError
 
+    from pocketvl.devstack.stack import StackState
     from pocketvl.settings import Settings
-    from pocketvl.stack import StackState
 
     if use_stack:
         os.environ.update(StackState.load(paths.home() / "stack").env())
@@ -33,7 +33,7 @@ def _settings(use_stack: bool) -> Any:
 
 
 def cmd_stack(args: argparse.Namespace) -> int:
-    from pocketvl.stack import LocalStack, StackState, status, stop_all
+    from pocketvl.devstack.stack import LocalStack, StackState, status, stop_all
 
     run_dir = paths.home() / "stack"
     if args.action == "up":
@@ -61,7 +61,7 @@ def cmd_stack(args: argparse.Namespace) -> int:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    from pocketvl.worker.runtime import build_worker
+    from pocketvl.service import build_worker
 
     worker = build_worker(_settings(args.stack))
     stop = threading.Event()
@@ -76,7 +76,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 def _request_from_args(args: argparse.Namespace) -> dict[str, Any]:
-    from pocketvl.samples import inline
+    from pocketvl.contracts.common import inline_image as inline
 
     media = {
         ".jpg": "image/jpeg",
@@ -122,9 +122,9 @@ def _request_from_args(args: argparse.Namespace) -> dict[str, Any]:
 def cmd_produce(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
+    from pocketvl.adapters.kafka_broker import ensure_topics, make_producer, send
     from pocketvl.contracts.messages import REQUEST_ADAPTER
-    from pocketvl.envelope import OutboundRecord, all_topics, cloudevent_headers, topic
-    from pocketvl.messaging import ensure_topics, make_producer, send
+    from pocketvl.worker.envelope import OutboundRecord, all_topics, cloudevent_headers, topic
 
     request = _request_from_args(args)
     try:
@@ -149,9 +149,9 @@ def cmd_produce(args: argparse.Namespace) -> int:
 
 
 def cmd_tail(args: argparse.Namespace) -> int:
+    from pocketvl.adapters.kafka_broker import read_records
     from pocketvl.contracts.common import DOMAINS
-    from pocketvl.envelope import topic
-    from pocketvl.messaging import read_records
+    from pocketvl.worker.envelope import topic
 
     settings = _settings(args.stack)
     kind: Literal["dlq", "answers"] = "dlq" if args.dlq else "answers"
@@ -192,7 +192,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from pocketvl.demo import run_demo
+    from pocketvl.cli.demo import run_demo
 
     return run_demo()
 

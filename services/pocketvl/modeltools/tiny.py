@@ -16,8 +16,8 @@ from typing import Any
 import torch
 from safetensors.torch import save_file
 
-from pocketvl.internvl.full_size import VISION_300M, internvl_chat_config
-from pocketvl.internvl.tiny_tokenizers import QWEN2_SPECIALS, TOKENIZER_WRITERS, TinyTokenizer
+from pocketvl.modeltools.tiny_tokenizers import QWEN2_SPECIALS, TOKENIZER_WRITERS, TinyTokenizer
+from pocketvl.serving.full_size import VISION_300M, internvl_chat_config
 
 __all__ = ["BACKBONE_TEMPLATES", "QWEN2_SPECIALS", "build_tiny_checkpoint"]
 

@@ -21,9 +21,9 @@ from kafka.errors import (
 )
 from kafka.structs import OffsetAndMetadata
 
-from pocketvl.envelope import InboundRecord, OutboundRecord
 from pocketvl.errors import BrokerUnavailable, RecordRefused
 from pocketvl.settings import KafkaSettings
+from pocketvl.worker.envelope import InboundRecord, OutboundRecord
 
 log = logging.getLogger(__name__)
 # Refusals of one record; anything else (broker down, timeouts) concerns every record.

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pocketvl.catalog import CatalogEntry
 from pocketvl.errors import PocketvlError
+from pocketvl.modeltools.catalog import CatalogEntry
 
 WANTED = ["*.json", "*.safetensors", "*.model", "*.txt", "*.tiktoken"]
 
@@ -37,7 +37,7 @@ def fetch_checkpoint(
             f"could not download {entry.hub_id} from {where}: {exc}. Use --endpoint with a "
             "reachable mirror, or copy the checkpoint directory and run `pocketvl models verify`"
         ) from exc
-    from pocketvl.internvl.verify import verify_checkpoint
+    from pocketvl.modeltools.verify import verify_checkpoint
 
     for line in verify_checkpoint(target):
         print(f"  {line}")

@@ -8,12 +8,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from pocketvl import paths
+from pocketvl.devstack import paths
 from pocketvl.errors import PocketvlError
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    from pocketvl import catalog, model_repo
+    from pocketvl.modeltools import catalog
+    from pocketvl.modeltools import repository as model_repo
 
     if args.action == "list":
         columns = ("checkpoint", "hub id", "LLM", "template", "GB", "tiles")
@@ -42,13 +43,13 @@ def cmd_models(args: argparse.Namespace) -> int:
         what = "a checkpoint directory" if args.action == "verify" else "a catalog name"
         raise PocketvlError(f"models {args.action} needs {what} (see `pocketvl models list`)")
     if args.action == "verify":
-        from pocketvl.internvl.verify import verify_checkpoint
+        from pocketvl.modeltools.verify import verify_checkpoint
 
         for line in verify_checkpoint(Path(args.target)):
             print(line)
         return 0
     if args.action == "fetch":
-        from pocketvl.fetch import fetch_checkpoint
+        from pocketvl.modeltools.fetch import fetch_checkpoint
 
         try:
             entry = catalog.find(args.target)

@@ -16,7 +16,7 @@ import numpy as np
 import numpy.typing as npt
 from PIL import Image, ImageDraw, ImageFont
 
-from pocketvl.internvl.tiling import preprocess_image, resize_as_trained
+from pocketvl.vision.tiling import preprocess_image, resize_as_trained
 
 # Stitch layout, row-major: row 0 looks forward, row 1 backward.
 CAMERA_ROWS = (

@@ -17,11 +17,11 @@ import numpy as np
 import torch
 from PIL import Image
 
-from pocketvl.internvl.checkpoint import CheckpointError, load_native_model, read_checkpoint_info
-from pocketvl.internvl.full_size import build_dummy_model
-from pocketvl.internvl.templates import IMG_CONTEXT, build_prompt
-from pocketvl.internvl.tiling import preprocess_image
-from pocketvl.internvl.tokenization import load_tokenizer
+from pocketvl.serving.checkpoint import CheckpointError, load_native_model, read_checkpoint_info
+from pocketvl.serving.full_size import build_dummy_model
+from pocketvl.serving.tokenization import load_tokenizer
+from pocketvl.vision.templates import IMG_CONTEXT, build_prompt
+from pocketvl.vision.tiling import preprocess_image
 
 
 @dataclass(frozen=True)

@@ -6,12 +6,13 @@ from a real data set, so the files carry no licence or privacy burden.
 
 from __future__ import annotations
 
-import base64
 import io
 import random
 from typing import Any
 
 from PIL import Image, ImageDraw
+
+from pocketvl.contracts.common import inline_image as inline
 
 
 def _encode(image: Image.Image, fmt: str) -> bytes:
@@ -63,17 +64,6 @@ def chest_xray(seed: int = 0, size: tuple[int, int] = (256, 256)) -> bytes:
     x, y = rng.randrange(w // 5, w // 2), rng.randrange(h // 4, h // 2)
     draw.ellipse((x, y, x + 18, y + 18), fill=140)
     return _encode(img, "PNG")
-
-
-def inline(data: bytes, media_type: str, name: str | None = None) -> dict[str, Any]:
-    image: dict[str, Any] = {
-        "kind": "inline",
-        "media_type": media_type,
-        "data_b64": base64.b64encode(data).decode(),
-    }
-    if name is not None:
-        image["name"] = name
-    return image
 
 
 def multiband_tiff(seed: int = 0, size: tuple[int, int] = (160, 160), bands: int = 4) -> bytes:

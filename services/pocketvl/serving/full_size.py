@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from pocketvl.internvl.checkpoint import (
+from pocketvl.serving.checkpoint import (
     SUPPORTED_LLMS,
     CheckpointError,
     CheckpointInfo,

@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from pocketvl.internvl.checkpoint import CheckpointError
+from pocketvl.serving.checkpoint import CheckpointError
 
 _REQUIRED = (
     "vocab_size",

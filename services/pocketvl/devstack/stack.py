@@ -20,8 +20,8 @@ from importlib.util import find_spec
 from pathlib import Path
 from types import TracebackType
 
+from pocketvl.devstack.processes import free_ports, pid_alive, stop_pid, wait_until
 from pocketvl.errors import StackError
-from pocketvl.processes import free_ports, pid_alive, stop_pid, wait_until
 
 STATE_FILE = "stack.json"
 INSTALL_HINTS = {

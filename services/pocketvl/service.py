@@ -5,13 +5,13 @@ from __future__ import annotations
 from opentelemetry import trace
 from opentelemetry.trace import Tracer
 
-from pocketvl.cache import NoCache, RedisResultCache, ResultCache
+from pocketvl.adapters.claim_check import ImageLoader
+from pocketvl.adapters.kafka_broker import ensure_topics, make_consumer, make_producer
+from pocketvl.adapters.redis_store import NoCache, RedisResultCache, ResultCache
+from pocketvl.adapters.triton_client import TritonInference
 from pocketvl.contracts.common import DOMAINS
-from pocketvl.envelope import all_topics, topic
-from pocketvl.images import ImageLoader
-from pocketvl.inference import TritonInference
-from pocketvl.messaging import ensure_topics, make_consumer, make_producer
 from pocketvl.settings import Settings
+from pocketvl.worker.envelope import all_topics, topic
 from pocketvl.worker.loop import Worker
 from pocketvl.worker.pipeline import Pipeline
 

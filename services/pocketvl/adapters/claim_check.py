@@ -25,9 +25,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import quote, unquote, urlparse, urlsplit
 
+from pocketvl.adapters.s3_signing import S3Credentials, sign_s3_get
 from pocketvl.contracts.common import ImageReference, InlineImage
 from pocketvl.errors import ImageError, ImageUnavailable
-from pocketvl.s3sign import S3Credentials, sign_s3_get
 from pocketvl.settings import LimitSettings
 
 

@@ -12,17 +12,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from pocketvl import triton_contract as tc
-from pocketvl.catalog import CATALOG
+from pocketvl.contracts import triton as tc
+from pocketvl.modeltools.catalog import CATALOG
 
 TINY = {  # Triton model -> checkpoint directory name
     "internvl2_tiny_qwen2": "tiny-internvl2-qwen2",
     "internvl2_tiny_internlm2": "tiny-internvl2-internlm2",
     "internvl2_tiny_phi3": "tiny-internvl2-phi3",
 }
-MODEL_PY = '''"""Generated Triton shell: the logic lives in pocketvl.internvl.triton_model."""
+MODEL_PY = '''"""Generated Triton shell: the logic lives in pocketvl.serving.triton_model."""
 
-from pocketvl.internvl.triton_model import TritonPythonModel
+from pocketvl.serving.triton_model import TritonPythonModel
 
 __all__ = ["TritonPythonModel"]
 '''

@@ -1,1 +1,0 @@
-"""InternVL2 pieces shared by the Triton models: tiling, templates, checkpoint loading."""
