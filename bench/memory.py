@@ -131,16 +131,17 @@ def _reset_peak() -> None:
 
 def child(path: str, media_type: str) -> None:
     """One measurement in this (fresh) process; prints a JSON line."""
-    from pocketvl.adapters.claim_check import ImageLoader
+    from pocketvl.adapters.claim_check import image_stores
     from pocketvl.contracts.messages import REQUEST_ADAPTER
     from pocketvl.domains.compose import prepare_inputs
-    from pocketvl.settings import LimitSettings
+    from pocketvl.settings import ImageStoreSettings, LimitSettings
+    from pocketvl.worker.images import ImageFetcher
 
     target = Path(path)
     data = target.read_bytes()
     domain = "medical" if media_type == "application/dicom" else "remote_sensing"
-    limits = LimitSettings(file_roots=[target.parent])  # the default caps
-    loader = ImageLoader(limits)
+    limits = LimitSettings()  # the default caps
+    loader = ImageFetcher(limits, image_stores(ImageStoreSettings(file_roots=[target.parent])))
     small = target.parent / "small.png"
     small.write_bytes(_encode(Image.new("RGB", (64, 64)), "PNG"))
     for file, kind in ((small, "image/png"), (target, media_type)):

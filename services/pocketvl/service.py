@@ -1,41 +1,43 @@
-"""Wire a worker from settings: the real adapters for Kafka, Redis and Triton."""
+"""The running service: the real adapters (Kafka, Redis, Triton, claim-check stores)
+plugged into the worker's ports, from settings. The one place that knows both sides."""
 
 from __future__ import annotations
 
 from opentelemetry import trace
 from opentelemetry.trace import Tracer
 
-from pocketvl.adapters.claim_check import ImageLoader
-from pocketvl.adapters.kafka_broker import ensure_topics, make_consumer, make_producer
-from pocketvl.adapters.redis_store import NoCache, RedisResultCache, ResultCache
+from pocketvl.adapters.claim_check import image_stores
+from pocketvl.adapters.kafka_broker import KafkaRecordSink, KafkaRecordSource, ensure_topics
+from pocketvl.adapters.redis_store import RedisDoneStore, RedisResultCache, connect
 from pocketvl.adapters.triton_client import TritonInference
-from pocketvl.contracts.common import DOMAINS
 from pocketvl.settings import Settings
-from pocketvl.worker.envelope import all_topics, topic
+from pocketvl.worker.caching import NoResultCache
+from pocketvl.worker.envelope import all_topics, request_topics
+from pocketvl.worker.images import ImageFetcher
 from pocketvl.worker.loop import Worker
 from pocketvl.worker.pipeline import Pipeline
+from pocketvl.worker.ports import ResultCache
 
 
-def request_topics(settings: Settings) -> list[str]:
-    return [topic(settings.kafka.topic_prefix, d, "requests") for d in DOMAINS]
+def build_pipeline(settings: Settings, tracer: Tracer | None = None) -> Pipeline:
+    redis = connect(settings.redis)
+    cache: ResultCache = NoResultCache()
+    if settings.cache_enabled:
+        cache = RedisResultCache(redis, settings.redis.ttl_seconds)
+    return Pipeline(
+        settings=settings,
+        images=ImageFetcher(settings.limits, image_stores(settings.image_store)),
+        inference=TritonInference(settings.triton),
+        cache=cache,
+        # Duplicate suppression does not depend on the result cache being on.
+        done=RedisDoneStore(redis, settings.redis.ttl_seconds, settings.redis.key_prefix),
+        tracer=tracer or trace.get_tracer("pocketvl.worker"),
+    )
 
 
 def build_worker(settings: Settings, tracer: Tracer | None = None) -> Worker:
-    ensure_topics(settings.kafka, all_topics(settings.kafka.topic_prefix))
-    cache: ResultCache = NoCache()
-    if settings.cache_enabled:
-        cache = RedisResultCache(
-            settings.redis.url,
-            settings.redis.ttl_seconds,
-            settings.redis.socket_timeout_s,
-            settings.redis.key_prefix,
-        )
-    pipeline = Pipeline(
-        settings=settings,
-        images=ImageLoader(settings.limits),
-        inference=TritonInference(settings.triton),
-        cache=cache,
-        tracer=tracer or trace.get_tracer("pocketvl.worker"),
-    )
-    consumer = make_consumer(settings.kafka, request_topics(settings), settings.kafka.group_id)
-    return Worker(pipeline, consumer, make_producer(settings.kafka))
+    prefix = settings.kafka.topic_prefix
+    ensure_topics(settings.kafka, all_topics(prefix))
+    pipeline = build_pipeline(settings, tracer)
+    source = KafkaRecordSource(settings.kafka, request_topics(prefix))
+    return Worker(pipeline, source, KafkaRecordSink(settings.kafka))

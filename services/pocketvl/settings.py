@@ -61,6 +61,7 @@ class RedisSettings(Section):
 class TritonSettings(Section):
     url: str = "127.0.0.1:8001"
     timeout_s: float = Field(default=60.0, gt=0)
+    # Triton down, overloaded or not ready is retried with jittered backoff.
     max_attempts: int = Field(default=3, ge=1)
     backoff_initial_s: float = Field(default=0.2, ge=0)
     backoff_max_s: float = Field(default=5.0, ge=0)
@@ -115,6 +116,11 @@ class LimitSettings(Section):
     max_json_depth: int = Field(default=32, ge=4, le=1000)
     # Frames in the SOURCE (a video is decoded up to its last sampled frame): 1 min at 30 fps.
     max_frames: int = Field(default=1800, ge=1, description="video / multi-frame DICOM frames")
+
+
+class ImageStoreSettings(Section):
+    """Where claim-check references may point, and how fetching them is retried."""
+
     # Claim-check references: only file:// under these roots are read.
     file_roots: list[Path] = Field(default_factory=list)
     # ... https:// only from these hosts: exact, case-insensitive "host" or "host:port"
@@ -132,6 +138,10 @@ class LimitSettings(Section):
         default=10.0, gt=0, description="whole fetch, first to last byte"
     )
     ca_file: Path | None = Field(default=None, description="PEM CAs trusted on top of the system's")
+    # A store that is down or slow (5xx, 429, timeouts) is retried with jittered backoff.
+    max_attempts: int = Field(default=3, ge=1)
+    backoff_initial_s: float = Field(default=0.2, ge=0)
+    backoff_max_s: float = Field(default=5.0, ge=0)
 
     @field_validator("https_hosts", "http_hosts")
     @classmethod
@@ -171,6 +181,7 @@ class Settings(BaseSettings):
     triton: TritonSettings = Field(default_factory=TritonSettings)
     routing: RoutingSettings = Field(default_factory=RoutingSettings)
     limits: LimitSettings = Field(default_factory=LimitSettings)
+    image_store: ImageStoreSettings = Field(default_factory=ImageStoreSettings)
     cache_enabled: bool = True
 
     @model_validator(mode="after")

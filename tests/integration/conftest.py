@@ -14,7 +14,8 @@ from typing import Any, Literal
 
 import pytest
 
-from pocketvl.adapters.kafka_broker import ensure_topics, make_producer, read_records, send
+from pocketvl.adapters import kafka_broker
+from pocketvl.adapters.kafka_broker import ensure_topics, read_records
 from pocketvl.devstack.paths import TINY_MODELS
 from pocketvl.devstack.stack import LocalStack, StackState
 from pocketvl.settings import KafkaSettings, RedisSettings, Settings, TritonSettings
@@ -49,18 +50,21 @@ def settings(stack: StackState) -> Settings:
 
 
 def publish(settings: Settings, domain: str, values: list[bytes], key: bytes = b"entity-1") -> None:
-    producer = make_producer(settings.kafka)
-    futures = []
-    for value in values:
-        headers = cloudevent_headers(str(uuid.uuid4()), "/tests", "pocketvl.test.v1")
-        headers.append(("x-test", b"yes"))
-        out = OutboundRecord(
-            topic(settings.kafka.topic_prefix, domain, "requests"), key, value, headers
+    """Raw values (valid requests or not) on the domain's request topic, acked."""
+    prefix = settings.kafka.topic_prefix
+    records = [
+        OutboundRecord(
+            topic(prefix, domain, "requests"),
+            key,
+            value,
+            [
+                *cloudevent_headers(str(uuid.uuid4()), "/tests", "pocketvl.test.v1"),
+                ("x-test", b"yes"),
+            ],
         )
-        futures.append(send(producer, out))
-    for future in futures:
-        future.get(timeout=30)
-    producer.close()
+        for value in values
+    ]
+    kafka_broker.publish(settings.kafka, records)
 
 
 def answers(

@@ -22,15 +22,22 @@ import tifffile
 from PIL import Image
 from pydicom.data import get_testdata_file
 
-from pocketvl.adapters.claim_check import ImageLoader
+from pocketvl.adapters.claim_check import image_stores
 from pocketvl.contracts.messages import DlqHeaders
 from pocketvl.errors import DLQ_REASONS, InferenceError, InferenceUnavailable
-from pocketvl.settings import KafkaSettings, LimitSettings, Settings, TritonSettings
+from pocketvl.settings import (
+    ImageStoreSettings,
+    KafkaSettings,
+    LimitSettings,
+    Settings,
+    TritonSettings,
+)
 from pocketvl.worker.envelope import InboundRecord, OutboundRecord
+from pocketvl.worker.images import ImageFetcher
 from pocketvl.worker.pipeline import Pipeline
 from tests.conftest import REPO
+from tests.support.fakes import InMemoryDoneStore, InMemoryResultCache, ScriptedInference
 from tests.unit import media_samples as samples
-from tests.unit.fakes import DictCache, ScriptedInference
 from tests.unit.test_decode import example
 
 DLQ_SCHEMA = json.loads((REPO / "schemas" / "dlq-headers.schema.json").read_text())
@@ -177,7 +184,7 @@ CASES: dict[str, list[Case]] = {
     "image_unavailable": [
         Case(
             with_images("medical", {**ref(Path("/x"), b"x"), "uri": "http://127.0.0.1:{port}/a"}),
-            settings={"limits": {"http_hosts": ["127.0.0.1:{port}"]}},
+            settings={"image_store": {"http_hosts": ["127.0.0.1:{port}"]}},
         )
     ],
     "digest_mismatch": [Case(_wrong_digest)],
@@ -261,16 +268,20 @@ def make_pipeline(case: Case, root: Path, port: int) -> Pipeline:
     sections = _fill_port(case.settings, port)
     settings = Settings(
         kafka=KafkaSettings(**sections.get("kafka", {})),
-        limits=LimitSettings(**{"file_roots": [root], **sections.get("limits", {})}),
+        limits=LimitSettings(**sections.get("limits", {})),
+        image_store=ImageStoreSettings(
+            **{"file_roots": [root], "backoff_initial_s": 0.0, **sections.get("image_store", {})}
+        ),
         triton=TritonSettings(
             **{"max_attempts": 3, "backoff_initial_s": 0.0, **sections.get("triton", {})}
         ),
     )
     return Pipeline(
         settings=settings,
-        images=ImageLoader(settings.limits),
+        images=ImageFetcher(settings.limits, image_stores(settings.image_store)),
         inference=case.inference(),
-        cache=DictCache(),
+        cache=InMemoryResultCache(),
+        done=InMemoryDoneStore(),
         sleep=lambda _: None,
     )
 

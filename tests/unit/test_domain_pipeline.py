@@ -8,7 +8,7 @@ from typing import Any
 
 from PIL import Image
 
-from tests.unit.fakes import ScriptedInference
+from tests.support.fakes import ScriptedInference
 from tests.unit.test_decode import example
 from tests.unit.test_pipeline import make_pipeline, published, record
 

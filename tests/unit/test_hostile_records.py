@@ -15,12 +15,12 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pocketvl.adapters.claim_check import ImageLoader
 from pocketvl.errors import DLQ_REASONS
 from pocketvl.settings import Settings, TritonSettings
 from pocketvl.worker.envelope import InboundRecord
+from pocketvl.worker.images import ImageFetcher
 from pocketvl.worker.pipeline import Pipeline
-from tests.unit.fakes import DictCache, ScriptedInference
+from tests.support.fakes import InMemoryDoneStore, InMemoryResultCache, ScriptedInference
 from tests.unit.test_contracts import EXAMPLES
 from tests.unit.test_dlq_reasons import contract_checked
 
@@ -44,9 +44,10 @@ def make_pipeline() -> Pipeline:
     config = Settings(triton=TritonSettings(max_attempts=2, backoff_initial_s=0.0))
     return Pipeline(
         settings=config,
-        images=ImageLoader(config.limits),
+        images=ImageFetcher(config.limits, {}),
         inference=ScriptedInference(),
-        cache=DictCache(),
+        cache=InMemoryResultCache(),
+        done=InMemoryDoneStore(),
         sleep=lambda _: None,
     )
 

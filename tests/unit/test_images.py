@@ -12,22 +12,27 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from pocketvl.adapters.claim_check import ImageLoader
+from pocketvl.adapters.claim_check import image_stores
 from pocketvl.adapters.s3_signing import S3Credentials, sign_s3_get
 from pocketvl.contracts.common import ImageReference, InlineImage
 from pocketvl.errors import ImageError, ImageUnavailable
-from pocketvl.settings import LimitSettings
+from pocketvl.settings import ImageStoreSettings, LimitSettings
+from pocketvl.worker.images import ImageFetcher
 from tests.conftest import b64, encode
 from tests.unit.claim_check_servers import S3Handler, StaticHandler, self_signed_cert, serve
 
 PNG = encode(Image.new("RGB", (64, 48), (1, 2, 3)))
 
 
-def loader(tmp_path: Path, **limits: object) -> ImageLoader:
-    return ImageLoader(LimitSettings(file_roots=[tmp_path / "root"], **limits))
+def loader(tmp_path: Path, **options: object) -> ImageFetcher:
+    """The worker's fetcher with the real stores; ``options`` are limit or store settings."""
+    limits = {k: v for k, v in options.items() if k in LimitSettings.model_fields}
+    store = {k: v for k, v in options.items() if k not in limits}
+    stores = ImageStoreSettings(**{"file_roots": [tmp_path / "root"], **store})
+    return ImageFetcher(LimitSettings(**limits), image_stores(stores))
 
 
-def reason(load: ImageLoader, image: InlineImage | ImageReference) -> str:
+def reason(load: ImageFetcher, image: InlineImage | ImageReference) -> str:
     with pytest.raises(ImageError) as info:
         load.load(image)
     return info.value.reason
@@ -111,7 +116,7 @@ def https_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int
         yield port, cert
 
 
-def https_loader(tmp_path: Path, server: tuple[int, Path], **limits: object) -> ImageLoader:
+def https_loader(tmp_path: Path, server: tuple[int, Path], **limits: object) -> ImageFetcher:
     port, ca_file = server
     return loader(tmp_path, https_hosts=[f"LocalHost:{port}"], ca_file=ca_file, **limits)
 
@@ -179,7 +184,7 @@ def s3_port() -> Iterator[int]:
 
 def s3_loader(
     tmp_path: Path, port: int, monkeypatch: pytest.MonkeyPatch, secret: str, token: str = ""
-) -> ImageLoader:
+) -> ImageFetcher:
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIDTEST")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", secret)
     monkeypatch.setenv("AWS_SESSION_TOKEN", token)
@@ -234,6 +239,6 @@ def test_signer_matches_the_aws_get_object_example() -> None:
 def test_network_settings_refuse_loose_entries() -> None:
     for bad in [{"https_hosts": ["*.example.com"]}, {"http_hosts": ["http://mirror"]}]:
         with pytest.raises(ValueError, match="host entry"):
-            LimitSettings(**bad)
+            ImageStoreSettings(**bad)
     with pytest.raises(ValueError, match="s3_endpoint"):
-        LimitSettings(s3_endpoint="https://user:pw@s3.example.com/prefix")
+        ImageStoreSettings(s3_endpoint="https://user:pw@s3.example.com/prefix")

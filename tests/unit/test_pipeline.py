@@ -10,12 +10,13 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from pocketvl.adapters.claim_check import ImageLoader
 from pocketvl.errors import InferenceError, InferenceUnavailable
 from pocketvl.settings import Settings, TritonSettings
+from pocketvl.worker.caching import NoResultCache
 from pocketvl.worker.envelope import InboundRecord, OutboundRecord
+from pocketvl.worker.images import ImageFetcher
 from pocketvl.worker.pipeline import Pipeline
-from tests.unit.fakes import DictCache, ScriptedInference
+from tests.support.fakes import InMemoryDoneStore, InMemoryResultCache, ScriptedInference
 from tests.unit.test_decode import example
 
 
@@ -28,9 +29,10 @@ def make_pipeline(
         provider.add_span_processor(SimpleSpanProcessor(exporter))
     return Pipeline(
         settings=settings,
-        images=ImageLoader(settings.limits),
+        images=ImageFetcher(settings.limits, {}),
         inference=inference,
-        cache=DictCache(),
+        cache=InMemoryResultCache(),
+        done=InMemoryDoneStore(),
         tracer=provider.get_tracer("test"),
         sleep=lambda _: None,
     )
@@ -173,8 +175,8 @@ def test_spans_cover_each_hop_and_link_to_the_producer() -> None:
 
 
 def test_a_flaky_image_store_is_retried_like_triton() -> None:
-    from pocketvl.adapters.claim_check import LoadedImage
     from pocketvl.errors import ImageUnavailable
+    from pocketvl.worker.images import LoadedImage
 
     pipeline = make_pipeline(ScriptedInference())
     real_load = pipeline.images.load_all
@@ -227,7 +229,7 @@ def test_a_redelivered_request_is_not_answered_twice() -> None:
     pipeline = make_pipeline(inference)
     first = published(pipeline, record(example("medical")))
     assert first.answers == "example-medical-choice-0001"
-    pipeline.cache.mark_answered([first.answers])  # what the loop does once the broker acked it
+    pipeline.done.mark([first.answers])  # what the loop does once the broker acked it
     assert pipeline.process(record(example("medical"), offset=8)) is None
     assert len(inference.calls) == 1
     # the same content under a new event id is a new event: answered (from the cache)
@@ -238,6 +240,30 @@ def test_a_redelivered_request_is_not_answered_twice() -> None:
         == "hit"
     )
     assert published(pipeline, record(b"{oops")).answers is None  # DLQ records answer nothing
+
+
+def test_duplicates_are_suppressed_with_the_result_cache_off() -> None:
+    inference = ScriptedInference()
+    pipeline = make_pipeline(inference)
+    pipeline.cache = NoResultCache()
+    first = published(pipeline, record(example("medical")))
+    assert json.loads(first.value)["cache"] == "miss"
+    pipeline.done.mark([first.answers])
+    assert pipeline.process(record(example("medical"), offset=8)) is None
+    # new event, same content: inferred again, since nothing is cached
+    again = json.loads(published(pipeline, record({**example("medical"), "event_id": "n"})).value)
+    assert again["cache"] == "miss"
+    assert len(inference.calls) == 2
+
+
+def test_the_service_keeps_a_done_store_when_caching_is_disabled() -> None:
+    from pocketvl.adapters.redis_store import RedisDoneStore, RedisResultCache
+    from pocketvl.service import build_pipeline
+
+    off = build_pipeline(Settings(cache_enabled=False))
+    assert isinstance(off.cache, NoResultCache)
+    assert isinstance(off.done, RedisDoneStore)
+    assert isinstance(build_pipeline(Settings()).cache, RedisResultCache)
 
 
 def test_span_failure_events_carry_the_reason_and_a_safe_message_only() -> None:

@@ -1,20 +1,17 @@
-"""Fetch request media: inline base64 or claim-check references (file, https, http, s3).
+"""Claim-check stores: where image references point (file, https, http, s3).
 
-Untrusted input (DESIGN §5): byte caps, sha256 verification of every reference, and only
-configured places: ``file://`` under ``file_roots`` (no traversal, no symlink escapes);
+Each store reads only configured places (the worker checks caps and sha256 on top,
+:mod:`pocketvl.worker.images`): ``file://`` under ``file_roots`` (regular files only, no
+traversal, no symlink escapes);
 ``https://`` / ``http://`` from the exact ``https_hosts`` / ``http_hosts`` entries (no
 userinfo, unlisted ports or IP literals, no redirects followed, no proxies); ``s3://bucket/key``
 for ``s3_buckets`` only, path-style on ``s3_endpoint`` and SigV4-signed. Network fetches have
-one deadline for the whole body and stop reading at the cap. Decoding, with its format and
-pixel checks, is ``pocketvl.media``'s job.
+one deadline for the whole body and stop reading at the cap.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import errno
-import hashlib
 import http.client
 import os
 import ssl
@@ -26,17 +23,9 @@ from pathlib import Path
 from urllib.parse import quote, unquote, urlparse, urlsplit
 
 from pocketvl.adapters.s3_signing import S3Credentials, sign_s3_get
-from pocketvl.contracts.common import ImageReference, InlineImage
 from pocketvl.errors import ImageError, ImageUnavailable
-from pocketvl.settings import LimitSettings
-
-
-@dataclass(frozen=True)
-class LoadedImage:
-    data: bytes
-    sha256: str
-    media_type: str
-
+from pocketvl.settings import ImageStoreSettings
+from pocketvl.worker.ports import ImageStore
 
 DEFAULT_PORTS = {"http": 80, "https": 443}
 CHUNK_BYTES = 64 * 1024
@@ -69,74 +58,13 @@ class HttpTarget:
         return names
 
 
-class ImageLoader:
-    def __init__(self, limits: LimitSettings) -> None:
-        self.limits = limits
-        self.roots = [root.resolve() for root in limits.file_roots]
-        # Verification stays on; a private CA is trusted in addition to the system's.
-        self.tls = ssl.create_default_context()
-        if limits.ca_file is not None:
-            self.tls.load_verify_locations(cafile=limits.ca_file)
-        self.s3_credentials = S3Credentials.from_env(os.environ)
-        endpoint = urlsplit(limits.s3_endpoint or f"https://s3.{limits.s3_region}.amazonaws.com")
-        self.s3_endpoint = HttpTarget(
-            endpoint.scheme,
-            endpoint.hostname or "",
-            endpoint.port or DEFAULT_PORTS[endpoint.scheme],
-        )
+class FileStore:
+    """``file://`` references under the configured roots (no traversal, no symlink escapes)."""
 
-    def load_all(self, images: list[InlineImage | ImageReference]) -> list[LoadedImage]:
-        if len(images) > self.limits.max_images:
-            raise ImageError(
-                "too_many_images", f"{len(images)} images; at most {self.limits.max_images}"
-            )
-        return [self.load(image) for image in images]
+    def __init__(self, roots: list[Path]) -> None:
+        self.roots = [root.resolve() for root in roots]
 
-    def load(self, image: InlineImage | ImageReference) -> LoadedImage:
-        if isinstance(image, InlineImage):
-            data = self._inline_bytes(image)
-        else:
-            data = self._referenced_bytes(image)
-        return LoadedImage(data, hashlib.sha256(data).hexdigest(), image.media_type)
-
-    def _inline_bytes(self, image: InlineImage) -> bytes:
-        cap = self.limits.max_inline_image_bytes
-        text = image.data_b64
-        # Standard base64 carries 3 bytes per 4 characters: refuse what cannot fit before
-        # decoding, then check the decoded length exactly.
-        if len(text) > 4 * -(-cap // 3):
-            raise ImageError("image_too_large", f"inline image over {cap} bytes: use a reference")
-        try:
-            data = base64.b64decode(text, validate=True)
-        except (binascii.Error, ValueError):
-            raise ImageError("bad_base64", f"data_b64 {_base64_problem(text)}") from None
-        if len(data) > cap:
-            raise ImageError(
-                "image_too_large", f"inline image is {len(data)} bytes, over {cap}: use a reference"
-            )
-        return data
-
-    def _referenced_bytes(self, ref: ImageReference) -> bytes:
-        cap = self.limits.max_image_bytes
-        if ref.size_bytes > cap:
-            raise ImageError("image_too_large", f"{ref.size_bytes} bytes is over the image cap")
-        scheme = ref.uri.partition(":")[0].lower()
-        label = ref.uri.partition("?")[0]  # a query may hold tokens: keep it out of DLQ text
-        if scheme == "file":
-            data = self._file_bytes(ref.uri)
-        elif scheme in DEFAULT_PORTS:
-            data = self._get(self._allowed_web_target(ref.uri), {}, label)
-        elif scheme == "s3":
-            data = self._s3_bytes(ref.uri)
-        else:
-            raise ImageError("uri_forbidden", f"scheme {scheme!r} is not allowed")
-        if len(data) > cap:
-            raise ImageError("image_too_large", f"{label} is over the image cap")
-        if len(data) != ref.size_bytes or hashlib.sha256(data).hexdigest() != ref.sha256:
-            raise ImageError("digest_mismatch", f"{label} does not match its size or sha256")
-        return data
-
-    def _file_bytes(self, uri: str) -> bytes:
+    def fetch(self, uri: str, max_bytes: int) -> bytes:
         """Read a regular file under a root. The type is checked on the opened descriptor
         (no race with a swap); O_NONBLOCK makes opening a FIFO return instead of waiting
         for a writer, and O_NOFOLLOW refuses a symlink put in place after the path check."""
@@ -152,7 +80,7 @@ class ImageLoader:
             if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
                 raise ImageError("uri_forbidden", "file:// reference is not a regular file")
             try:
-                return handle.read(self.limits.max_image_bytes + 1)
+                return handle.read(max_bytes + 1)
             except OSError as exc:
                 message = f"cannot read {uri}: {exc.strerror}"
                 raise ImageError("image_unreachable", message) from None
@@ -166,50 +94,19 @@ class ImageLoader:
             raise ImageError("uri_forbidden", "file:// reference outside the configured roots")
         return path
 
-    def _allowed_web_target(self, uri: str) -> HttpTarget:
-        """The GET for an http(s) URI whose exact host[:port] is listed for its scheme."""
-        if any(ord(char) <= 0x20 or ord(char) == 0x7F for char in uri):
-            raise ImageError("uri_forbidden", "spaces or control characters in the URI")
-        parts = urlsplit(uri)
-        if "@" in parts.netloc:
-            raise ImageError("uri_forbidden", "credentials (userinfo) in the URI are not allowed")
-        try:
-            port = parts.port or DEFAULT_PORTS[parts.scheme]
-        except ValueError as exc:
-            raise ImageError("uri_forbidden", f"bad port in the URI: {exc}") from exc
-        path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-        target = HttpTarget(parts.scheme, parts.hostname or "", port, path)
-        entries = self.limits.https_hosts if parts.scheme == "https" else self.limits.http_hosts
-        if not target.host or not target.allowlist_names() & set(entries):
-            raise ImageError("uri_forbidden", f"{parts.scheme} host {target.netloc!r} not allowed")
-        return target
 
-    def _s3_bytes(self, uri: str) -> bytes:
-        # The key is everything after "bucket/", as the AWS CLI writes it: not unquoted, and
-        # "?" or "#" belong to it. Dot segments are refused so no proxy can leave the bucket.
-        bucket, _, key = uri[len("s3://") :].partition("/")
-        if bucket not in self.limits.s3_buckets:
-            raise ImageError("uri_forbidden", f"s3 bucket {bucket!r} is not allowed")
-        bad_chars = any(ord(char) < 0x20 or ord(char) == 0x7F for char in key)
-        if not key or bad_chars or {".", ".."} & set(key.split("/")):
-            raise ImageError("uri_forbidden", "s3 key is empty, has control characters or ./..")
-        if self.s3_credentials is None:
-            raise ImageError(
-                "image_unreachable", "no S3 credentials: set AWS_ACCESS_KEY_ID/SECRET_ACCESS_KEY"
-            )
-        target = replace(self.s3_endpoint, path=f"/{quote(bucket, safe='')}/{quote(key)}")
-        headers = sign_s3_get(
-            self.s3_credentials,
-            self.limits.s3_region,
-            target.netloc,
-            target.path,
-            datetime.now(UTC),
-        )
-        return self._get(target, headers, f"s3://{bucket}/{key}")
+class _Getter:
+    """One GET, no redirects or proxies; at most cap + 1 bytes within one deadline."""
 
-    def _get(self, target: HttpTarget, headers: dict[str, str], label: str) -> bytes:
-        """One GET, no redirects or proxies; at most cap + 1 bytes within one deadline."""
-        timeout = self.limits.fetch_timeout_s
+    def __init__(self, settings: ImageStoreSettings) -> None:
+        self.timeout_s = settings.fetch_timeout_s
+        # Verification stays on; a private CA is trusted in addition to the system's.
+        self.tls = ssl.create_default_context()
+        if settings.ca_file is not None:
+            self.tls.load_verify_locations(cafile=settings.ca_file)
+
+    def get(self, target: HttpTarget, headers: dict[str, str], label: str, cap: int) -> bytes:
+        timeout = self.timeout_s
         connection: http.client.HTTPConnection
         if target.scheme == "https":
             connection = http.client.HTTPSConnection(
@@ -220,10 +117,8 @@ class ImageLoader:
         try:
             connection.request("GET", target.path, headers=headers)
             response = connection.getresponse()
-            self._check_response(response, label)
-            return _read_capped(
-                response, self.limits.max_image_bytes + 1, time.monotonic() + timeout
-            )
+            _check_response(response, label, cap)
+            return _read_capped(response, cap + 1, time.monotonic() + timeout)
         except ssl.SSLError as exc:  # an untrusted certificate will not heal by retrying
             raise ImageError("image_unreachable", f"cannot fetch {label}: {exc!r}") from exc
         except (OSError, http.client.HTTPException) as exc:
@@ -231,29 +126,99 @@ class ImageLoader:
         finally:
             connection.close()
 
-    def _check_response(self, response: http.client.HTTPResponse, label: str) -> None:
-        if 300 <= response.status < 400:
+
+class WebStore:
+    """``https://`` (or plain ``http://``) references from the exact listed ``host[:port]``."""
+
+    def __init__(self, scheme: str, hosts: list[str], settings: ImageStoreSettings) -> None:
+        self.scheme = scheme
+        self.hosts = set(hosts)
+        self.getter = _Getter(settings)
+
+    def fetch(self, uri: str, max_bytes: int) -> bytes:
+        label = uri.partition("?")[0]  # a query may hold tokens: keep it out of DLQ text
+        return self.getter.get(self._allowed_target(uri), {}, label, max_bytes)
+
+    def _allowed_target(self, uri: str) -> HttpTarget:
+        if any(ord(char) <= 0x20 or ord(char) == 0x7F for char in uri):
+            raise ImageError("uri_forbidden", "spaces or control characters in the URI")
+        parts = urlsplit(uri)
+        if parts.scheme != self.scheme:
+            raise ImageError("uri_forbidden", f"scheme {parts.scheme!r} is not allowed")
+        if "@" in parts.netloc:
+            raise ImageError("uri_forbidden", "credentials (userinfo) in the URI are not allowed")
+        try:
+            port = parts.port or DEFAULT_PORTS[parts.scheme]
+        except ValueError as exc:
+            raise ImageError("uri_forbidden", f"bad port in the URI: {exc}") from exc
+        path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        target = HttpTarget(parts.scheme, parts.hostname or "", port, path)
+        if not target.host or not target.allowlist_names() & self.hosts:
+            raise ImageError("uri_forbidden", f"{parts.scheme} host {target.netloc!r} not allowed")
+        return target
+
+
+class S3Store:
+    """``s3://bucket/key`` for the listed buckets, path-style on the endpoint, SigV4-signed."""
+
+    def __init__(self, settings: ImageStoreSettings) -> None:
+        self.buckets = set(settings.s3_buckets)
+        self.region = settings.s3_region
+        self.credentials = S3Credentials.from_env(os.environ)
+        self.getter = _Getter(settings)
+        endpoint = urlsplit(settings.s3_endpoint or f"https://s3.{self.region}.amazonaws.com")
+        self.endpoint = HttpTarget(
+            endpoint.scheme,
+            endpoint.hostname or "",
+            endpoint.port or DEFAULT_PORTS[endpoint.scheme],
+        )
+
+    def fetch(self, uri: str, max_bytes: int) -> bytes:
+        # The key is everything after "bucket/", as the AWS CLI writes it: not unquoted, and
+        # "?" or "#" belong to it. Dot segments are refused so no proxy can leave the bucket.
+        bucket, _, key = uri[len("s3://") :].partition("/")
+        if bucket not in self.buckets:
+            raise ImageError("uri_forbidden", f"s3 bucket {bucket!r} is not allowed")
+        bad_chars = any(ord(char) < 0x20 or ord(char) == 0x7F for char in key)
+        if not key or bad_chars or {".", ".."} & set(key.split("/")):
+            raise ImageError("uri_forbidden", "s3 key is empty, has control characters or ./..")
+        if self.credentials is None:
             raise ImageError(
-                "image_unreachable", f"{label}: HTTP {response.status} redirect, not followed"
+                "image_unreachable", "no S3 credentials: set AWS_ACCESS_KEY_ID/SECRET_ACCESS_KEY"
             )
-        if response.status >= 500 or response.status == 429:
-            raise ImageUnavailable("image_unavailable", f"{label}: HTTP {response.status}")
-        if response.status != 200:
-            raise ImageError("image_unreachable", f"{label}: HTTP {response.status}")
-        length = response.getheader("Content-Length")
-        if length and length.isdigit() and int(length) > self.limits.max_image_bytes:
-            raise ImageError("image_too_large", f"{label} is {length} bytes, over the image cap")
+        target = replace(self.endpoint, path=f"/{quote(bucket, safe='')}/{quote(key)}")
+        headers = sign_s3_get(
+            self.credentials, self.region, target.netloc, target.path, datetime.now(UTC)
+        )
+        return self.getter.get(target, headers, f"s3://{bucket}/{key}", max_bytes)
 
 
-def _base64_problem(text: str) -> str:
-    """What is wrong with a base64 text, in words a producer can act on."""
-    if "\n" in text or "\r" in text:
-        return "has line breaks (MIME style): send it on one line"
-    if "-" in text or "_" in text:
-        return "uses the URL-safe alphabet (- and _): send standard base64 (+ and /)"
-    if len(text) % 4:
-        return "is not a multiple of 4 characters long: is its = padding missing?"
-    return "is not standard base64 (A-Z, a-z, 0-9, + and /, padded with =)"
+def image_stores(settings: ImageStoreSettings) -> dict[str, ImageStore]:
+    """One store per scheme the settings allow anything for."""
+    stores: dict[str, ImageStore] = {}
+    if settings.file_roots:
+        stores["file"] = FileStore(settings.file_roots)
+    if settings.https_hosts:
+        stores["https"] = WebStore("https", settings.https_hosts, settings)
+    if settings.http_hosts:
+        stores["http"] = WebStore("http", settings.http_hosts, settings)
+    if settings.s3_buckets:
+        stores["s3"] = S3Store(settings)
+    return stores
+
+
+def _check_response(response: http.client.HTTPResponse, label: str, cap: int) -> None:
+    if 300 <= response.status < 400:
+        raise ImageError(
+            "image_unreachable", f"{label}: HTTP {response.status} redirect, not followed"
+        )
+    if response.status >= 500 or response.status == 429:
+        raise ImageUnavailable("image_unavailable", f"{label}: HTTP {response.status}")
+    if response.status != 200:
+        raise ImageError("image_unreachable", f"{label}: HTTP {response.status}")
+    length = response.getheader("Content-Length")
+    if length and length.isdigit() and int(length) > cap:
+        raise ImageError("image_too_large", f"{label} is {length} bytes, over the image cap")
 
 
 def _read_capped(response: http.client.HTTPResponse, limit: int, deadline: float) -> bytes:

@@ -1,10 +1,11 @@
-"""Kafka adapters (kafka-python): the only module that imports the Kafka client."""
+"""Kafka through kafka-python (the only module that imports it): the worker's record source
+and sink ports, topic creation, and the publish / read helpers of the CLI, demo and eval."""
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
@@ -24,6 +25,7 @@ from kafka.structs import OffsetAndMetadata
 from pocketvl.errors import BrokerUnavailable, RecordRefused
 from pocketvl.settings import KafkaSettings
 from pocketvl.worker.envelope import InboundRecord, OutboundRecord
+from pocketvl.worker.ports import Partition
 
 log = logging.getLogger(__name__)
 # Refusals of one record; anything else (broker down, timeouts) concerns every record.
@@ -75,7 +77,7 @@ def ensure_topics(settings: KafkaSettings, topics: list[str], partitions: int = 
         admin.close()
 
 
-def make_consumer(settings: KafkaSettings, topics: list[str], group_id: str) -> Any:
+def _consumer(settings: KafkaSettings, topics: list[str], group_id: str) -> Any:
     """Manual commits; offsets are committed only after results are acked by the broker."""
     with _reaching(settings):
         return KafkaConsumer(
@@ -93,7 +95,7 @@ def make_consumer(settings: KafkaSettings, topics: list[str], group_id: str) -> 
         )
 
 
-def make_producer(settings: KafkaSettings) -> Any:
+def _producer(settings: KafkaSettings) -> Any:
     with _reaching(settings):
         return KafkaProducer(
             **_common(settings),
@@ -103,30 +105,78 @@ def make_producer(settings: KafkaSettings) -> Any:
         )
 
 
-def to_inbound(record: Any) -> InboundRecord:
+def _inbound(record: Any) -> InboundRecord:
     headers = [(k, bytes(v) if v is not None else b"") for k, v in (record.headers or [])]
     value = record.value if record.value is not None else b""
     return InboundRecord(record.topic, record.partition, record.offset, record.key, value, headers)
 
 
-def send(producer: Any, record: OutboundRecord) -> Any:
-    """Queue a record; returns the future that resolves when the broker acks it.
-    Raises RecordRefused when the producer refuses this record by itself (too large)."""
-    try:
-        return producer.send(
-            record.topic, key=record.key, value=record.value, headers=record.headers
+class KafkaRecordSource:
+    """The worker's consumer, in its group, subscribed to ``topics``."""
+
+    def __init__(self, settings: KafkaSettings, topics: list[str]) -> None:
+        self.consumer = _consumer(settings, topics, settings.group_id)
+
+    def poll(self, timeout_s: float) -> list[InboundRecord]:
+        batch = self.consumer.poll(timeout_ms=int(timeout_s * 1000))
+        return [_inbound(record) for records in batch.values() for record in records]
+
+    def commit(self, offsets: Mapping[Partition, int]) -> None:
+        self.consumer.commit(
+            {
+                TopicPartition(*tp): OffsetAndMetadata(offset, "", -1)
+                for tp, offset in offsets.items()
+            }
         )
-    except _RECORD_REFUSALS as exc:
-        raise RecordRefused(f"{record.topic}: {type(exc).__name__}") from None
+
+    def close(self) -> None:
+        self.consumer.close()
 
 
-def wait_for_ack(future: Any, timeout_s: float) -> None:
-    """Block until the broker acked the record. RecordRefused if it refused this record;
-    any other failure (broker down, timeout) is raised as it is and stops the worker."""
+class _KafkaDelivery:
+    def __init__(self, future: Any) -> None:
+        self.future = future
+
+    def wait(self, timeout_s: float) -> None:
+        try:
+            self.future.get(timeout=timeout_s)
+        except _RECORD_REFUSALS as exc:
+            raise RecordRefused(type(exc).__name__) from None
+
+
+class KafkaRecordSink:
+    """An idempotence-free producer with ``acks=all``: a record counts once every in-sync
+    replica has it."""
+
+    def __init__(self, settings: KafkaSettings) -> None:
+        self.producer = _producer(settings)
+
+    def send(self, record: OutboundRecord) -> _KafkaDelivery:
+        try:
+            future = self.producer.send(
+                record.topic, key=record.key, value=record.value, headers=record.headers
+            )
+        except _RECORD_REFUSALS as exc:  # kafka-python's own size check, before sending
+            raise RecordRefused(f"{record.topic}: {type(exc).__name__}") from None
+        return _KafkaDelivery(future)
+
+    def flush(self, timeout_s: float) -> None:
+        self.producer.flush(timeout=timeout_s)
+
+    def close(self) -> None:
+        self.producer.close(timeout=5)
+
+
+def publish(settings: KafkaSettings, records: list[OutboundRecord], timeout_s: float = 30) -> None:
+    """Send ``records`` and return once the broker acknowledged every one of them."""
+    sink = KafkaRecordSink(settings)
     try:
-        future.get(timeout=timeout_s)
-    except _RECORD_REFUSALS as exc:
-        raise RecordRefused(type(exc).__name__) from None
+        deliveries = [sink.send(record) for record in records]
+        sink.flush(timeout_s)
+        for delivery in deliveries:
+            delivery.wait(timeout_s)
+    finally:
+        sink.close()
 
 
 def read_records(
@@ -153,12 +203,7 @@ def read_records(
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline and (count is None or len(out) < count):
             for records in consumer.poll(timeout_ms=200).values():
-                out.extend(to_inbound(r) for r in records)
+                out.extend(_inbound(r) for r in records)
         return out if count is None else out[:count]
     finally:
         consumer.close()
-
-
-def commit_offsets(consumer: Any, next_offsets: dict[Any, int]) -> None:
-    """Commit, per partition, the offset of the next record to read."""
-    consumer.commit({tp: OffsetAndMetadata(offset, "", -1) for tp, offset in next_offsets.items()})

@@ -11,12 +11,12 @@ import json
 import time
 from typing import Any
 
-from pocketvl.adapters.kafka_broker import make_producer, read_records, send
+from pocketvl.adapters.kafka_broker import publish, read_records
 from pocketvl.devstack import paths
 from pocketvl.devstack.stack import LocalStack, StackState
 from pocketvl.service import build_worker
 from pocketvl.settings import KafkaSettings, RedisSettings, Settings, TritonSettings
-from pocketvl.worker.envelope import OutboundRecord, cloudevent_headers, topic
+from pocketvl.worker.envelope import OutboundRecord, request_record, topic
 
 TEXT_WIDTH = 34
 
@@ -29,23 +29,18 @@ def _examples() -> list[dict[str, Any]]:
 def _publish(
     settings: Settings, requests: list[dict[str, Any]], suffix: str
 ) -> list[dict[str, Any]]:
-    producer = make_producer(settings.kafka)
-    sent, futures = [], []
-    for example in requests:
-        request = {**example, "event_id": f"{example['event_id']}-{suffix}"}
-        sent.append(request)
-        headers = cloudevent_headers(request["event_id"], "/pocketvl/demo", "pocketvl.cli.demo.v1")
-        headers.append(("x-demo-round", suffix.encode()))
-        record = OutboundRecord(
-            topic(settings.kafka.topic_prefix, request["domain"], "requests"),
+    sent = [{**example, "event_id": f"{example['event_id']}-{suffix}"} for example in requests]
+    records = [
+        request_record(
+            settings.kafka.topic_prefix,
+            request,
             f"demo-{request['domain']}".encode(),
-            json.dumps(request).encode(),
-            headers,
+            "/pocketvl/demo",
+            [("x-demo-round", suffix.encode())],
         )
-        futures.append(send(producer, record))
-    for future in futures:
-        future.get(timeout=30)
-    producer.close()
+        for request in sent
+    ]
+    publish(settings.kafka, records)
     return sent
 
 
@@ -119,16 +114,16 @@ PUBLISHED_FORMAT_ANSWERS = {
 def _show_parsers(settings: Settings, examples: list[dict[str, Any]]) -> None:
     """The parsers on sample answers in the published formats: what a real checkpoint's
     text becomes. Labelled as such: this is not model output."""
-    from pocketvl.adapters.claim_check import ImageLoader
     from pocketvl.contracts.messages import REQUEST_ADAPTER
     from pocketvl.domains.compose import prepare_inputs
     from pocketvl.domains.parsers import parse_answer
+    from pocketvl.worker.images import ImageFetcher
 
     print("\n== typed answers: the parsers on sample answers in the published formats ==")
     print("   (not model output: this is what a real DA checkpoint's text turns into)")
     for example in examples:
         request = REQUEST_ADAPTER.validate_python(example)
-        loaded = ImageLoader(settings.limits).load_all(request.images)
+        loaded = ImageFetcher(settings.limits, {}).load_all(request.images)  # inline only
         context = prepare_inputs(request, loaded, settings.limits).context
         text = PUBLISHED_FORMAT_ANSWERS[request.task.type]
         status, typed = parse_answer(request.task, text, context)
@@ -145,12 +140,10 @@ def _settings_for(state: StackState) -> Settings:
 
 
 def _send_malformed(settings: Settings) -> None:
-    producer = make_producer(settings.kafka)
     bad = OutboundRecord(
         topic(settings.kafka.topic_prefix, "medical", "requests"), b"demo", b"{not json", []
     )
-    send(producer, bad).get(timeout=30)
-    producer.close()
+    publish(settings.kafka, [bad])
 
 
 def run_demo() -> int:

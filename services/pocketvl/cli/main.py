@@ -122,9 +122,9 @@ def _request_from_args(args: argparse.Namespace) -> dict[str, Any]:
 def cmd_produce(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
-    from pocketvl.adapters.kafka_broker import ensure_topics, make_producer, send
+    from pocketvl.adapters.kafka_broker import ensure_topics, publish
     from pocketvl.contracts.messages import REQUEST_ADAPTER
-    from pocketvl.worker.envelope import OutboundRecord, all_topics, cloudevent_headers, topic
+    from pocketvl.worker.envelope import all_topics, request_record
 
     request = _request_from_args(args)
     try:
@@ -133,17 +133,11 @@ def cmd_produce(args: argparse.Namespace) -> int:
         raise PocketvlError(f"the request would be rejected:\n{exc}") from exc
     settings = _settings(args.stack)
     ensure_topics(settings.kafka, all_topics(settings.kafka.topic_prefix))
-    producer = make_producer(settings.kafka)
-    source = f"/pocketvl/cli/{args.domain}"
-    headers = cloudevent_headers(request["event_id"], source, f"pocketvl.{args.domain}.request.v1")
-    record = OutboundRecord(
-        topic(settings.kafka.topic_prefix, args.domain, "requests"),
-        (args.key or args.domain).encode(),
-        json.dumps(request).encode(),
-        headers,
+    key = (args.key or args.domain).encode()
+    record = request_record(
+        settings.kafka.topic_prefix, request, key, f"/pocketvl/cli/{args.domain}"
     )
-    send(producer, record).get(timeout=30)
-    producer.close()
+    publish(settings.kafka, [record])
     print(request["event_id"])
     return 0
 

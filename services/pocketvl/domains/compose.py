@@ -15,12 +15,12 @@ from functools import cache
 
 from PIL import Image, ImageFont
 
-from pocketvl.adapters.claim_check import LoadedImage
 from pocketvl.contracts.common import DecodeParams
 from pocketvl.contracts.messages import AnyRequest
 from pocketvl.domains.parsers import ParseContext
 from pocketvl.domains.prompts import build_question
 from pocketvl.media import DecodedMedia, DecodeOptions, decode_media
+from pocketvl.media.options import LoadedImage
 from pocketvl.settings import LimitSettings
 from pocketvl.vision.stitch import (
     VIDEO_FRAME_MAX_TILES,

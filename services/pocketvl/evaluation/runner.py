@@ -32,7 +32,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from pocketvl.adapters.kafka_broker import ensure_topics, make_producer, read_records, send
+from pocketvl.adapters.kafka_broker import ensure_topics, publish, read_records
 from pocketvl.errors import PocketvlError
 from pocketvl.evaluation.dataset import EvalItem, load_dataset
 from pocketvl.evaluation.report import (
@@ -88,13 +88,7 @@ def publish_requests(settings: Settings, items: Sequence[EvalItem], run_id: str)
                 f"kafka.max_message_bytes ({limit}): use claim-check image references"
             )
     ensure_topics(settings.kafka, all_topics(prefix))
-    producer = make_producer(settings.kafka)
-    try:
-        futures = [send(producer, record) for record in records]
-        for future in futures:
-            future.get(timeout=SEND_TIMEOUT_S)
-    finally:
-        producer.close()
+    publish(settings.kafka, records, SEND_TIMEOUT_S)
 
 
 def account_record(

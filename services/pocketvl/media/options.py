@@ -45,6 +45,15 @@ class DecodeOptions:
 
 
 @dataclass(frozen=True)
+class LoadedImage:
+    """An encoded input as fetched (inline or from a store): bytes, digest, declared type."""
+
+    data: bytes
+    sha256: str
+    media_type: str
+
+
+@dataclass(frozen=True)
 class DecodedMedia:
     """8-bit RGB frames (one for stills, several for video), the source size, and notes.
 

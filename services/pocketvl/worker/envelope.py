@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Literal
@@ -23,6 +25,10 @@ def topic(prefix: str, domain: str, kind: TopicKind) -> str:
 def all_topics(prefix: str) -> list[str]:
     kinds: tuple[TopicKind, ...] = ("requests", "answers", "dlq")
     return [topic(prefix, d, k) for d in DOMAINS for k in kinds]
+
+
+def request_topics(prefix: str) -> list[str]:
+    return [topic(prefix, d, "requests") for d in DOMAINS]
 
 
 def domain_of(prefix: str, topic_name: str) -> str | None:
@@ -70,6 +76,23 @@ def cloudevent_headers(event_id: str, source: str, event_type: str) -> Headers:
         ("ce_time", now_rfc3339().encode()),
         ("content-type", b"application/json"),
     ]
+
+
+def request_record(
+    prefix: str,
+    request: dict[str, object],
+    key: bytes | None,
+    source: str,
+    extra_headers: Sequence[tuple[str, bytes]] = (),
+) -> OutboundRecord:
+    """A request as a producer publishes it: JSON value, CloudEvents headers, its topic."""
+    domain = str(request["domain"])
+    event_type = f"pocketvl.{domain}.request.v1"
+    headers = cloudevent_headers(str(request["event_id"]), source, event_type)
+    value = json.dumps(request).encode()
+    return OutboundRecord(
+        topic(prefix, domain, "requests"), key, value, headers + list(extra_headers)
+    )
 
 
 def answer_event_id(request_event_id: str) -> str:

@@ -17,12 +17,11 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any
 
-from pocketvl.adapters.kafka_broker import commit_offsets, send, to_inbound, wait_for_ack
 from pocketvl.errors import DeadLetterError, InternalError, RecordRefused
 from pocketvl.worker.envelope import InboundRecord, OutboundRecord, domain_of
 from pocketvl.worker.pipeline import Pipeline
+from pocketvl.worker.ports import Delivery, Partition, RecordSink, RecordSource
 
 log = logging.getLogger(__name__)
 ACK_TIMEOUT_S = 30.0
@@ -39,14 +38,14 @@ class RunStats:
 class _Sent:
     inbound: InboundRecord
     outbound: OutboundRecord
-    future: Any
+    delivery: Delivery
 
 
 class Worker:
-    def __init__(self, pipeline: Pipeline, consumer: Any, producer: Any) -> None:
+    def __init__(self, pipeline: Pipeline, source: RecordSource, sink: RecordSink) -> None:
         self.pipeline = pipeline
-        self.consumer = consumer
-        self.producer = producer
+        self.source = source
+        self.sink = sink
         self.stats = RunStats()
 
     def run(
@@ -62,7 +61,7 @@ class Worker:
         while not stop.is_set():
             if max_records is not None and self.stats.processed >= max_records:
                 break
-            batch = self.consumer.poll(timeout_ms=200)
+            batch = self.source.poll(timeout_s=0.2)
             if not batch:
                 if idle_timeout_s is not None and time.monotonic() - last_record > idle_timeout_s:
                     break
@@ -71,30 +70,28 @@ class Worker:
             self._handle(batch)
         return self.stats
 
-    def _handle(self, batch: dict[Any, list[Any]]) -> None:
+    def _handle(self, batch: list[InboundRecord]) -> None:
         sent: list[_Sent] = []
         answered: list[str] = []
-        next_offsets: dict[Any, int] = {}
-        for partition, records in batch.items():
-            for record in records:
-                inbound = to_inbound(record)
-                outbound = self._process(inbound)
-                next_offsets[partition] = record.offset + 1
-                self.stats.processed += 1
-                if outbound is None or (outbound.answers and outbound.answers in answered):
-                    self.stats.duplicates += 1  # answered before, or earlier in this batch
-                    continue
-                item = self._send(inbound, outbound)  # may be a DLQ record in its place
-                if item.outbound.answers is not None:
-                    answered.append(item.outbound.answers)
-                sent.append(item)
-        self.producer.flush(timeout=ACK_TIMEOUT_S)
+        next_offsets: dict[Partition, int] = {}
+        for inbound in batch:
+            outbound = self._process(inbound)
+            next_offsets[Partition(inbound.topic, inbound.partition)] = inbound.offset + 1
+            self.stats.processed += 1
+            if outbound is None or (outbound.answers and outbound.answers in answered):
+                self.stats.duplicates += 1  # answered before, or earlier in this batch
+                continue
+            item = self._send(inbound, outbound)  # may be a DLQ record in its place
+            if item.outbound.answers is not None:
+                answered.append(item.outbound.answers)
+            sent.append(item)
+        self.sink.flush(ACK_TIMEOUT_S)
         for item in sent:
             if not self._acked(item) and item.outbound.answers is not None:
                 answered.remove(item.outbound.answers)
         self.stats.dead_lettered += sum(1 for item in sent if item.outbound.answers is None)
-        self.pipeline.cache.mark_answered(answered)  # only after the broker has them
-        commit_offsets(self.consumer, next_offsets)
+        self.pipeline.done.mark(answered)  # only after the broker has them
+        self.source.commit(next_offsets)
 
     def _process(self, inbound: InboundRecord) -> OutboundRecord | None:
         try:
@@ -111,7 +108,7 @@ class Worker:
 
     def _send(self, inbound: InboundRecord, outbound: OutboundRecord) -> _Sent:
         try:
-            return _Sent(inbound, outbound, send(self.producer, outbound))
+            return _Sent(inbound, outbound, self.sink.send(outbound))
         except RecordRefused as refusal:
             return self._send(inbound, self._instead_of_refused(inbound, outbound, refusal))
 
@@ -119,12 +116,12 @@ class Worker:
         """Wait for the broker's ack; False when it refused the record and a replacement
         (the request dead-lettered, or a DLQ record without the value) was acked instead."""
         try:
-            wait_for_ack(item.future, ACK_TIMEOUT_S)
+            item.delivery.wait(ACK_TIMEOUT_S)
             return True
         except RecordRefused as refusal:
             replacement = self._instead_of_refused(item.inbound, item.outbound, refusal)
             retry = self._send(item.inbound, replacement)
-            self.producer.flush(timeout=ACK_TIMEOUT_S)
+            self.sink.flush(ACK_TIMEOUT_S)
             self._acked(retry)
             return False
 
@@ -153,5 +150,5 @@ class Worker:
         return self.pipeline.dead_letter(stripped, domain, note)
 
     def close(self) -> None:
-        self.consumer.close()
-        self.producer.close(timeout=5)
+        self.source.close()
+        self.sink.close()

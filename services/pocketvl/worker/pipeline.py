@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import logging
-import random
 import time
 import traceback
 from collections.abc import Callable, Iterator
@@ -27,9 +26,6 @@ from opentelemetry import trace
 from opentelemetry.trace import Link, Span, SpanKind, Status, StatusCode, Tracer
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-from pocketvl.adapters.claim_check import ImageLoader, LoadedImage
-from pocketvl.adapters.redis_store import ResultCache, cache_key
-from pocketvl.adapters.triton_client import InferenceBackend
 from pocketvl.contracts.messages import (
     Answer,
     AnyRequest,
@@ -42,6 +38,7 @@ from pocketvl.domains.parsers import parse_answer
 from pocketvl.errors import DeadLetterError, ImageError, InternalError
 from pocketvl.settings import Route, Settings
 from pocketvl.telemetry import WorkerMetrics
+from pocketvl.worker.caching import cache_key
 from pocketvl.worker.codec import decode_request
 from pocketvl.worker.envelope import (
     Headers,
@@ -55,7 +52,9 @@ from pocketvl.worker.envelope import (
     passthrough_headers,
     topic,
 )
-from pocketvl.worker.ports import GenerationResult
+from pocketvl.worker.images import ImageFetcher, LoadedImage
+from pocketvl.worker.ports import DoneStore, GenerationResult, InferenceBackend, ResultCache
+from pocketvl.worker.retry import RetryPolicy, with_retries
 from pocketvl.worker.routing import resolve_route
 
 _PROPAGATOR = TraceContextTextMapPropagator()
@@ -99,9 +98,10 @@ def _header_carrier(headers: Headers) -> dict[str, str]:
 @dataclass
 class Pipeline:
     settings: Settings
-    images: ImageLoader
+    images: ImageFetcher
     inference: InferenceBackend
     cache: ResultCache
+    done: DoneStore
     tracer: Tracer = field(default_factory=lambda: trace.get_tracer("pocketvl.worker"))
     metrics: WorkerMetrics = field(default_factory=WorkerMetrics.create)
     sleep: Callable[[float], None] = time.sleep
@@ -167,7 +167,7 @@ class Pipeline:
             max_depth=self.settings.limits.max_json_depth,
         )
         span.set_attribute("messaging.message.id", request.event_id)
-        if self.cache.answered(request.event_id):  # redelivered after its answer was acked
+        if self.done.seen(request.event_id):  # redelivered after its answer was acked
             span.set_attribute("pocketvl.duplicate", True)
             return None
         progress.stage = "route"
@@ -176,7 +176,9 @@ class Pipeline:
         )
         progress.stage = "fetch"
         with self._span("fetch images"):
-            images = self._with_retries(lambda: self.images.load_all(request.images))
+            images = self._retrying(
+                self._store_policy, lambda: self.images.load_all(request.images)
+            )
         with self._span("decode and compose"):
             composed = prepare_inputs(request, images, self.settings.limits)
         progress.stage = "infer"
@@ -214,7 +216,9 @@ class Pipeline:
         )
         max_tiles = min(request.generation.max_tiles or route.max_tiles, route.max_tiles)
         max_tiles = min(max_tiles, composed.max_tiles or max_tiles)
-        version = self._with_retries(lambda: self.inference.model_version(route.triton_model))
+        version = self._retrying(
+            self._triton_policy, lambda: self.inference.model_version(route.triton_model)
+        )
         key = cache_key(
             self.settings.redis.key_prefix,
             route.checkpoint,
@@ -236,14 +240,15 @@ class Pipeline:
         self._check_fits_one_call(composed)
         started = time.perf_counter()
         with self._span(f"triton infer {route.triton_model}", SpanKind.CLIENT):
-            result = self._with_retries(
+            result = self._retrying(
+                self._triton_policy,
                 lambda: self.inference.generate(
                     route.triton_model,
                     composed.images,
                     composed.question,
                     max_new_tokens,
                     max_tiles,
-                )
+                ),
             )
         infer_ms = (time.perf_counter() - started) * 1000
         self.metrics.inference_duration.record(infer_ms / 1000, {"model": route.triton_model})
@@ -262,22 +267,18 @@ class Pipeline:
                 f"carries (triton.max_grpc_message_bytes={cap}): send smaller images",
             )
 
-    def _with_retries(self, call: Callable[[], T]) -> T:
-        """Retry transient failures (Triton, the image store) with capped, jittered
-        exponential backoff; the others go straight to the DLQ."""
-        cfg = self.settings.triton
-        for attempt in range(1, cfg.max_attempts + 1):
-            try:
-                return call()
-            except DeadLetterError as exc:
-                if not exc.retryable:
-                    raise
-                exc.attempts = attempt
-                if attempt == cfg.max_attempts:
-                    raise
-                delay = min(cfg.backoff_max_s, cfg.backoff_initial_s * 2 ** (attempt - 1))
-                self.sleep(delay * random.uniform(0.5, 1.0))
-        raise AssertionError("unreachable: the loop returns or raises")
+    @property
+    def _triton_policy(self) -> RetryPolicy:
+        t = self.settings.triton
+        return RetryPolicy(t.max_attempts, t.backoff_initial_s, t.backoff_max_s)
+
+    @property
+    def _store_policy(self) -> RetryPolicy:
+        store = self.settings.image_store
+        return RetryPolicy(store.max_attempts, store.backoff_initial_s, store.backoff_max_s)
+
+    def _retrying(self, policy: RetryPolicy, call: Callable[[], T]) -> T:
+        return with_retries(call, policy, self.sleep)
 
     def _answer_record(self, record: InboundRecord, answer: Answer) -> OutboundRecord:
         headers = cloudevent_headers(

@@ -1,13 +1,100 @@
-"""What one inference produced: shared by the Triton adapter and the result cache."""
+"""The seams of the core: what the worker needs from the broker, the stores and Triton.
+
+The adapters in :mod:`pocketvl.adapters` implement these Protocols against kafka-python,
+redis-py, tritonclient and the claim-check stores; the unit tests use the in-memory fakes in
+``tests/support/fakes.py``, and ``tests/integration/test_port_contracts.py`` runs the same
+contract against both, so the fakes stay honest.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import NamedTuple, Protocol
+
+from pocketvl.worker.envelope import InboundRecord, OutboundRecord
+
+
+class Partition(NamedTuple):
+    topic: str
+    partition: int
 
 
 @dataclass(frozen=True)
 class GenerationResult:
+    """What one inference produced: shared by the Triton adapter and the result cache."""
+
     text: str
     prompt_tokens: int
     generated_tokens: int
     model_version: str
+
+
+class Delivery(Protocol):
+    """A record handed to the broker."""
+
+    def wait(self, timeout_s: float) -> None:
+        """Return once the broker acknowledged it. Raises ``RecordRefused`` when the broker
+        refused this record (too large, invalid); any other error means the broker took
+        nothing (down, timing out) and is raised as it is."""
+
+
+class RecordSource(Protocol):
+    """The consumer side: request records of the subscribed topics, and offset commits."""
+
+    def poll(self, timeout_s: float) -> list[InboundRecord]: ...
+
+    def commit(self, offsets: Mapping[Partition, int]) -> None:
+        """Commit, per partition, the offset of the next record to read."""
+
+    def close(self) -> None: ...
+
+
+class RecordSink(Protocol):
+    """The producer side: answers and DLQ records."""
+
+    def send(self, record: OutboundRecord) -> Delivery:
+        """Queue ``record``. Raises ``RecordRefused`` when it can never be sent (too large)."""
+
+    def flush(self, timeout_s: float) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class ResultCache(Protocol):
+    """Generation results by content key (``worker.caching.cache_key``). Best effort: an
+    unreachable cache answers None and forgets writes; it never fails a request."""
+
+    def get(self, key: str) -> GenerationResult | None: ...
+
+    def put(self, key: str, value: GenerationResult) -> None: ...
+
+
+class DoneStore(Protocol):
+    """Which events already have a published (broker-acked) answer: duplicate suppression.
+    When unreachable, ``seen`` says False: answering twice beats dropping an event."""
+
+    def seen(self, event_id: str) -> bool: ...
+
+    def mark(self, event_ids: list[str]) -> None: ...
+
+
+class ImageStore(Protocol):
+    """Where claim-check references point, for one URI scheme (file, https, s3...)."""
+
+    def fetch(self, uri: str, max_bytes: int) -> bytes:
+        """The object's bytes, reading at most ``max_bytes + 1`` (so the caller sees an
+        object over the cap). Raises ``ImageError`` (refused, unreachable) or
+        ``ImageUnavailable`` (the store is down or slow: worth retrying)."""
+
+
+class InferenceBackend(Protocol):
+    """A Triton model (or anything with its interface) that answers one request."""
+
+    def model_version(self, model: str) -> str: ...
+
+    def generate(
+        self, model: str, images: list[bytes], question: str, max_new_tokens: int, max_tiles: int
+    ) -> GenerationResult:
+        """Raises ``InferenceUnavailable`` (down, overloaded, not loaded: retry) or
+        ``InferenceError`` (this request was refused)."""

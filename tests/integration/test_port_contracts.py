@@ -1,0 +1,160 @@
+"""One contract per port, run against the in-memory fake and the real adapter, so the fakes
+the unit tests lean on behave as Redis and the broker do."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from pocketvl.adapters.kafka_broker import (
+    DLQ_HEADROOM_BYTES,
+    KafkaRecordSink,
+    KafkaRecordSource,
+    ensure_topics,
+)
+from pocketvl.adapters.redis_store import RedisDoneStore, RedisResultCache, connect
+from pocketvl.devstack.processes import free_port
+from pocketvl.errors import RecordRefused
+from pocketvl.settings import RedisSettings, Settings
+from pocketvl.worker.envelope import InboundRecord, OutboundRecord
+from pocketvl.worker.ports import (
+    DoneStore,
+    GenerationResult,
+    Partition,
+    RecordSink,
+    RecordSource,
+    ResultCache,
+)
+from tests.support.fakes import InMemoryDoneStore, InMemoryResultCache, InMemorySink, InMemorySource
+
+RESULT = GenerationResult("a river", 260, 3, "1")
+
+
+@pytest.fixture(params=["fake", "redis"])
+def stores(request: pytest.FixtureRequest, settings: Settings) -> tuple[ResultCache, DoneStore]:
+    if request.param == "fake":
+        return InMemoryResultCache(), InMemoryDoneStore()
+    client = connect(settings.redis)
+    return (
+        RedisResultCache(client, ttl_seconds=60),
+        RedisDoneStore(client, 60, settings.redis.key_prefix),
+    )
+
+
+def test_result_cache_round_trip(stores: tuple[ResultCache, DoneStore]) -> None:
+    cache, _ = stores
+    key = f"k-{uuid.uuid4().hex}"
+    assert cache.get(key) is None
+    cache.put(key, RESULT)
+    assert cache.get(key) == RESULT
+    cache.put(key, GenerationResult("newer", 1, 1, "2"))
+    assert cache.get(key) == GenerationResult("newer", 1, 1, "2")
+
+
+def test_done_store_remembers_marked_events_only(stores: tuple[ResultCache, DoneStore]) -> None:
+    _, done = stores
+    first, second, other = (f"e-{uuid.uuid4().hex}" for _ in range(3))
+    assert not done.seen(first)
+    done.mark([first, second])
+    done.mark([])
+    assert done.seen(first) and done.seen(second) and not done.seen(other)
+
+
+def test_redis_entries_expire_and_bad_entries_are_misses(settings: Settings) -> None:
+    client = connect(settings.redis)
+    cache = RedisResultCache(client, ttl_seconds=60)
+    done = RedisDoneStore(client, 60, settings.redis.key_prefix)
+    key = f"{settings.redis.key_prefix}:res:v2:abc"
+    cache.put(key, RESULT)
+    assert 0 < client.ttl(key) <= 60
+    done.mark(["e1"])
+    assert 0 < client.ttl(f"{settings.redis.key_prefix}:done:e1") <= 60
+    client.set(key, b"{broken")
+    assert cache.get(key) is None  # a bad entry is a miss, not a crash
+
+
+def test_redis_down_degrades_to_no_cache_and_not_seen() -> None:
+    client = connect(RedisSettings(url=f"redis://127.0.0.1:{free_port()}/0", socket_timeout_s=0.5))
+    cache, done = RedisResultCache(client, 60), RedisDoneStore(client, 60, "pv")
+    assert cache.get("k") is None
+    cache.put("k", RESULT)  # no exception: the answer still goes out
+    assert not done.seen("e1")  # unknown: answer again rather than drop
+    done.mark(["e1"])
+
+
+SMALL_CAP = 4096
+PortPair = tuple[RecordSource, RecordSink, Callable[[], None]]
+
+
+@pytest.fixture(params=["fake", "kafka"])
+def broker(request: pytest.FixtureRequest, settings: Settings) -> Iterator[tuple[str, PortPair]]:
+    topic = f"{settings.kafka.topic_prefix}.contract.requests"
+    if request.param == "fake":
+        cap = SMALL_CAP + DLQ_HEADROOM_BYTES  # as kafka-python's max_request_size
+        sink = InMemorySink(refuse_on_send=lambda record: len(record.value) > cap)
+        source = InMemorySource()
+
+        def deliver() -> None:  # what the broker does between a send and a poll
+            source.batches.append(
+                [
+                    _inbound(record, offset)
+                    for offset, record in enumerate(sink.acked[len(delivered) :], len(delivered))
+                ]
+            )
+            delivered.extend(sink.acked[len(delivered) :])
+
+        delivered: list[OutboundRecord] = []
+        yield topic, (source, sink, deliver)
+        return
+    small = settings.kafka.model_copy(update={"max_message_bytes": SMALL_CAP})
+    ensure_topics(small, [topic], partitions=1)
+    real_source = KafkaRecordSource(small, [topic])
+    real_sink = KafkaRecordSink(small)
+    yield topic, (real_source, real_sink, lambda: None)
+    real_source.close()
+    real_sink.close()
+
+
+def _inbound(record: OutboundRecord, offset: int) -> InboundRecord:
+    return InboundRecord(record.topic, 0, offset, record.key, record.value, record.headers)
+
+
+def _poll(source: RecordSource, count: int) -> list[InboundRecord]:
+    got: list[InboundRecord] = []
+    for _ in range(150):  # tansu's group join takes a few seconds
+        got += source.poll(0.2)
+        if len(got) >= count:
+            break
+    return got
+
+
+def test_sent_records_arrive_in_order_with_key_and_headers(
+    broker: tuple[str, PortPair], settings: Settings
+) -> None:
+    topic, (source, sink, deliver) = broker
+    sent = [
+        OutboundRecord(topic, b"car-7", f"v{i}".encode(), [("x-n", str(i).encode())])
+        for i in range(3)
+    ]
+    deliveries = [sink.send(record) for record in sent]
+    sink.flush(10)
+    for delivery in deliveries:
+        delivery.wait(10)
+    deliver()
+    got = _poll(source, 3)
+    assert [(r.key, r.value, r.headers[-1]) for r in got] == [
+        (b"car-7", f"v{i}".encode(), ("x-n", str(i).encode())) for i in range(3)
+    ]
+    assert [r.offset for r in got] == [0, 1, 2]
+    source.commit({Partition(topic, 0): 3})
+
+
+def test_a_record_over_the_cap_is_refused_alone(broker: tuple[str, PortPair]) -> None:
+    topic, (_, sink, _) = broker
+    with pytest.raises(RecordRefused):
+        sink.send(OutboundRecord(topic, None, b"x" * 80_000, []))  # cap + DLQ headroom < 80 KB
+    delivery = sink.send(OutboundRecord(topic, None, b"small", []))
+    sink.flush(10)
+    delivery.wait(10)  # the producer still works
