@@ -27,6 +27,8 @@ from __future__ import annotations
 
 from typing import Final, Literal, get_args
 
+from pydantic import ValidationError
+
 DlqReason = Literal[
     "message_too_large",
     "invalid_json",
@@ -101,6 +103,16 @@ DLQ_REASONS: Final[dict[DlqReason, str]] = {
     "internal_error": "a bug in the worker; the header names the exception type only",
 }
 assert set(DLQ_REASONS) == set(get_args(DlqReason)), "DLQ_REASONS must describe every reason"
+
+
+def describe_errors(exc: ValidationError, where: str | None = None, shown: int = 3) -> str:
+    """A pydantic error in one line: the first ``shown`` problems as ``loc: message``."""
+    parts = []
+    for err in exc.errors()[:shown]:
+        loc = ".".join([*([where] if where else []), *(str(p) for p in err["loc"])])
+        parts.append(f"{loc or '(root)'}: {err['msg']}")
+    more = exc.error_count() - shown
+    return "; ".join(parts) + (f"; and {more} more" if more > 0 else "")
 
 
 class PocketvlError(Exception):

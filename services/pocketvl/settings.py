@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from pocketvl.contracts.common import DOMAINS
+from pocketvl.domains.registry import REGISTRY
 
 TOPIC_PREFIX_PATTERN = re.compile(r"^[A-Za-z0-9._-]+$")
 TINY_MODEL = "internvl2_tiny_qwen2"
@@ -81,12 +81,7 @@ class Route(Section):
 
 def _tiny_routes() -> dict[str, Route]:
     tiny = Route(triton_model=TINY_MODEL, checkpoint=TINY_CHECKPOINT, max_new_tokens=16)
-    tasks = {
-        "driving": ("drivelm", "bdd"),
-        "remote_sensing": ("vqa", "classify", "ground", "caption"),
-        "medical": ("vqa", "choice"),
-    }
-    return {f"{d}/{t}": tiny for d, names in tasks.items() for t in names}
+    return {spec.key: tiny for spec in REGISTRY}
 
 
 class RoutingSettings(Section):
@@ -97,13 +92,9 @@ class RoutingSettings(Section):
     @field_validator("routes")
     @classmethod
     def _valid_keys(cls, routes: dict[str, Route]) -> dict[str, Route]:
-        for key in routes:
-            parts = key.split("/")
-            if len(parts) not in (2, 3) or parts[0] not in DOMAINS:
-                raise ValueError(
-                    f"route key {key!r} must be 'domain/task' or 'domain/task/size' "
-                    f"with domain one of {', '.join(DOMAINS)}"
-                )
+        problems = REGISTRY.route_problems(routes)
+        if problems:
+            raise ValueError("; ".join(problems))
         return routes
 
 

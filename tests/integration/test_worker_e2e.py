@@ -13,7 +13,7 @@ from pocketvl.devstack.paths import TINY_MODELS
 from pocketvl.service import build_worker
 from pocketvl.settings import Settings
 from tests.integration.conftest import answers, publish, request
-from tests.unit.test_decode import example
+from tests.support.examples import example
 
 pytestmark = pytest.mark.integration
 MODEL = TINY_MODELS[0]
@@ -126,8 +126,8 @@ def test_every_example_and_a_video_clip_get_schema_valid_answers(settings: Setti
     from pocketvl.contracts.common import inline_image as inline
     from pocketvl.contracts.export import schemas
     from pocketvl.contracts.messages import Answer
-    from tests.unit.media_samples import video_bytes
-    from tests.unit.test_contracts import EXAMPLES
+    from tests.support.examples import EXAMPLES
+    from tests.support.media_samples import video_bytes
 
     sent = {}
     for path in EXAMPLES:

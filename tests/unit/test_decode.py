@@ -10,14 +10,7 @@ import pytest
 
 from pocketvl.errors import DecodeError, SchemaError
 from pocketvl.worker.codec import decode_request
-from tests.unit.test_contracts import EXAMPLES
-
-
-def example(domain: str) -> dict[str, Any]:
-    for path in EXAMPLES:
-        if path.stem.startswith(domain):
-            return dict(json.loads(path.read_text()))
-    raise AssertionError(domain)
+from tests.support.examples import example
 
 
 def test_valid_request_decodes() -> None:

@@ -15,8 +15,8 @@ from pydicom.data import get_testdata_file
 from pydicom.uid import MPEG2MPML
 
 from pocketvl.media import decode_media
-from tests.unit import media_samples as samples
-from tests.unit.media_samples import OPTIONS, pixels, refused
+from tests.support import media_samples as samples
+from tests.support.media_samples import OPTIONS, pixels, refused
 
 
 def bundled(name: str) -> bytes:

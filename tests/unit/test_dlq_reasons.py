@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import jsonschema
 import numpy as np
 import pytest
 import tifffile
@@ -23,7 +22,6 @@ from PIL import Image
 from pydicom.data import get_testdata_file
 
 from pocketvl.adapters.claim_check import image_stores
-from pocketvl.contracts.messages import DlqHeaders
 from pocketvl.errors import DLQ_REASONS, InferenceError, InferenceUnavailable
 from pocketvl.settings import (
     ImageStoreSettings,
@@ -32,15 +30,15 @@ from pocketvl.settings import (
     Settings,
     TritonSettings,
 )
-from pocketvl.worker.envelope import InboundRecord, OutboundRecord
+from pocketvl.worker.envelope import InboundRecord
 from pocketvl.worker.images import ImageFetcher
 from pocketvl.worker.pipeline import Pipeline
 from tests.conftest import REPO
+from tests.support import media_samples as samples
+from tests.support.examples import example
 from tests.support.fakes import InMemoryDoneStore, InMemoryResultCache, ScriptedInference
-from tests.unit import media_samples as samples
-from tests.unit.test_decode import example
+from tests.support.pipelines import contract_checked
 
-DLQ_SCHEMA = json.loads((REPO / "schemas" / "dlq-headers.schema.json").read_text())
 PNG = samples.encode(samples.halves(32, 16), "PNG")
 
 
@@ -289,14 +287,6 @@ def make_pipeline(case: Case, root: Path, port: int) -> Pipeline:
 def value_bytes(case: Case, root: Path, port: int) -> bytes:
     value = case.value(root) if callable(case.value) else _fill_port(case.value, port)
     return value if isinstance(value, bytes) else json.dumps(value).encode()
-
-
-def contract_checked(out: OutboundRecord) -> dict[str, str]:
-    """The DLQ headers, validated by the pydantic model and by the published JSON Schema."""
-    headers = {k: v.decode() for k, v in out.headers if k.startswith("dlq.")}
-    typed = DlqHeaders.model_validate(headers).model_dump(mode="json", by_alias=True)
-    jsonschema.validate(typed, DLQ_SCHEMA)
-    return headers
 
 
 @pytest.mark.parametrize(("reason", "index"), PARAMS, ids=[f"{r}-{i}" for r, i in PARAMS])

@@ -8,9 +8,9 @@ from typing import Any
 
 from PIL import Image
 
+from tests.support.examples import example
 from tests.support.fakes import ScriptedInference
-from tests.unit.test_decode import example
-from tests.unit.test_pipeline import make_pipeline, published, record
+from tests.support.pipelines import make_pipeline, published, record
 
 
 def run(task_example: str, text: str) -> tuple[dict[str, Any], ScriptedInference]:

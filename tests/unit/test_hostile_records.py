@@ -15,17 +15,18 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from pocketvl.domains.registry import REGISTRY
 from pocketvl.errors import DLQ_REASONS
 from pocketvl.settings import Settings, TritonSettings
 from pocketvl.worker.envelope import InboundRecord
 from pocketvl.worker.images import ImageFetcher
 from pocketvl.worker.pipeline import Pipeline
+from tests.support.examples import EXAMPLES
 from tests.support.fakes import InMemoryDoneStore, InMemoryResultCache, ScriptedInference
-from tests.unit.test_contracts import EXAMPLES
-from tests.unit.test_dlq_reasons import contract_checked
+from tests.support.pipelines import contract_checked
 
 EXAMPLE_VALUES = [json.loads(path.read_text()) for path in sorted(EXAMPLES)]
-DOMAINS = ("driving", "remote_sensing", "medical")
+DOMAINS = REGISTRY.domains
 
 json_values = st.recursive(
     st.none()

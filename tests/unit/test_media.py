@@ -16,8 +16,8 @@ from pydicom.uid import RLELossless
 from pocketvl.errors import ImageError
 from pocketvl.media import MEDIA_TYPES, DecodeOptions, decode_media
 from pocketvl.media.video import sample_indices
-from tests.unit import media_samples as samples
-from tests.unit.media_samples import OPTIONS, pixels, refused
+from tests.support import media_samples as samples
+from tests.support.media_samples import OPTIONS, pixels, refused
 
 # --- JPEG, PNG, WebP --------------------------------------------------------------------
 

@@ -9,9 +9,7 @@ from typing import Any
 
 import pytest
 
-from pocketvl.errors import PocketvlError
-from pocketvl.evaluation import runner
-from pocketvl.evaluation.dataset import (
+from pocketvl.domains.labels import (
     AnswerLabel,
     BDDLabel,
     CaptionLabel,
@@ -19,9 +17,10 @@ from pocketvl.evaluation.dataset import (
     DriveLMLabel,
     GroundLabel,
     LetterLabel,
-    load_dataset,
-    parse_dataset,
 )
+from pocketvl.errors import PocketvlError
+from pocketvl.evaluation import runner
+from pocketvl.evaluation.dataset import load_dataset, parse_dataset
 from pocketvl.evaluation.metrics import (
     Point,
     accuracy,

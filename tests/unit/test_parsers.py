@@ -24,19 +24,15 @@ from pocketvl.contracts.answers import (
     TextAnswer,
     YesNoAnswer,
 )
-from pocketvl.contracts.tasks import (
-    AnyTask,
-    BDDTask,
-    DriveLMTask,
-    MedicalChoiceTask,
-    MedicalVqaTask,
-    RSCaptionTask,
-    RSClassifyTask,
-    RSGroundTask,
-    RSVqaTask,
-)
-from pocketvl.domains.parsers import ParseContext, parse_answer
+from pocketvl.contracts.tasks import TaskBase as AnyTask
+from pocketvl.domains.driving import BDDTask, DriveLMTask
+from pocketvl.domains.medical import MedicalChoiceTask, MedicalVqaTask
+from pocketvl.domains.registry import REGISTRY
+from pocketvl.domains.remote_sensing import RSCaptionTask, RSClassifyTask, RSGroundTask, RSVqaTask
+from pocketvl.domains.spec import ParseContext
 from pocketvl.vision.stitch import CAMERAS, camera_to_stitched
+
+parse_answer = REGISTRY.parse
 
 DRIVELM = DriveLMTask(question="What are the important objects in the current scene?")
 CONTROL = BDDTask(predict="control")

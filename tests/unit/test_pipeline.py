@@ -6,48 +6,15 @@ import json
 from typing import Any
 
 import pytest
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from pocketvl.errors import InferenceError, InferenceUnavailable
-from pocketvl.settings import Settings, TritonSettings
+from pocketvl.settings import Settings
 from pocketvl.worker.caching import NoResultCache
-from pocketvl.worker.envelope import InboundRecord, OutboundRecord
-from pocketvl.worker.images import ImageFetcher
-from pocketvl.worker.pipeline import Pipeline
-from tests.support.fakes import InMemoryDoneStore, InMemoryResultCache, ScriptedInference
-from tests.unit.test_decode import example
-
-
-def make_pipeline(
-    inference: ScriptedInference, exporter: InMemorySpanExporter | None = None
-) -> Pipeline:
-    settings = Settings(triton=TritonSettings(max_attempts=3, backoff_initial_s=0.01))
-    provider = TracerProvider()
-    if exporter is not None:
-        provider.add_span_processor(SimpleSpanProcessor(exporter))
-    return Pipeline(
-        settings=settings,
-        images=ImageFetcher(settings.limits, {}),
-        inference=inference,
-        cache=InMemoryResultCache(),
-        done=InMemoryDoneStore(),
-        tracer=provider.get_tracer("test"),
-        sleep=lambda _: None,
-    )
-
-
-def published(pipeline: Pipeline, inbound: InboundRecord) -> OutboundRecord:
-    out = pipeline.process(inbound)
-    assert out is not None, "the pipeline published nothing"
-    return out
-
-
-def record(value: Any, domain: str = "medical", offset: int = 7) -> InboundRecord:
-    raw = value if isinstance(value, bytes) else json.dumps(value).encode()
-    headers = [("x-tenant", b"acme"), ("ce_id", b"abc")]
-    return InboundRecord(f"pocketvl.{domain}.requests", 2, offset, b"study-1", raw, headers)
+from pocketvl.worker.envelope import InboundRecord
+from tests.support.examples import example
+from tests.support.fakes import ScriptedInference
+from tests.support.pipelines import make_pipeline, published, record
 
 
 def test_answer_then_cache_hit_for_the_same_content() -> None:
@@ -248,6 +215,7 @@ def test_duplicates_are_suppressed_with_the_result_cache_off() -> None:
     pipeline.cache = NoResultCache()
     first = published(pipeline, record(example("medical")))
     assert json.loads(first.value)["cache"] == "miss"
+    assert first.answers is not None
     pipeline.done.mark([first.answers])
     assert pipeline.process(record(example("medical"), offset=8)) is None
     # new event, same content: inferred again, since nothing is cached

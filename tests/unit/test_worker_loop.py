@@ -11,6 +11,7 @@ from pocketvl.errors import BrokerUnavailable
 from pocketvl.worker.envelope import InboundRecord, OutboundRecord
 from pocketvl.worker.loop import Worker
 from pocketvl.worker.ports import Partition
+from tests.support.examples import example
 from tests.support.fakes import (
     InMemoryDoneStore,
     InMemoryResultCache,
@@ -18,8 +19,7 @@ from tests.support.fakes import (
     InMemorySource,
     ScriptedInference,
 )
-from tests.unit.test_decode import example
-from tests.unit.test_pipeline import make_pipeline
+from tests.support.pipelines import make_pipeline
 
 TP = Partition("pocketvl.medical.requests", 0)
 

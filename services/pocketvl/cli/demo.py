@@ -14,6 +14,7 @@ from typing import Any
 from pocketvl.adapters.kafka_broker import publish, read_records
 from pocketvl.devstack import paths
 from pocketvl.devstack.stack import LocalStack, StackState
+from pocketvl.domains.registry import REGISTRY
 from pocketvl.service import build_worker
 from pocketvl.settings import KafkaSettings, RedisSettings, Settings, TritonSettings
 from pocketvl.worker.envelope import OutboundRecord, request_record, topic
@@ -22,8 +23,9 @@ TEXT_WIDTH = 34
 
 
 def _examples() -> list[dict[str, Any]]:
+    """One example request per registered task, from ``schemas/examples/DOMAIN.TASK.json``."""
     directory = paths.model_repository().parent / "schemas" / "examples"
-    return [json.loads(p.read_text()) for p in sorted(directory.glob("*.json"))]
+    return [json.loads((directory / spec.example_file()).read_text()) for spec in REGISTRY]
 
 
 def _publish(
@@ -76,10 +78,7 @@ def _summary(answer: dict[str, Any]) -> str:
 
 
 def _print_answers(settings: Settings, requests: list[dict[str, Any]]) -> None:
-    topics = [
-        topic(settings.kafka.topic_prefix, d, "answers")
-        for d in ("driving", "remote_sensing", "medical")
-    ]
+    topics = [topic(settings.kafka.topic_prefix, d, "answers") for d in REGISTRY.domains]
     answers = {}
     for record in read_records(settings.kafka, topics, None, timeout_s=3.0):
         answer = json.loads(record.value)
@@ -99,24 +98,11 @@ def _print_answers(settings: Settings, requests: list[dict[str, Any]]) -> None:
         )
 
 
-# Answers in the formats the DA checkpoints were trained to produce (facts sections 2.4, 3).
-PUBLISHED_FORMAT_ANSWERS = {
-    "drivelm": "A car <c1,CAM_FRONT,[480,300]> and a pedestrian <c2,CAM_BACK_LEFT,[150,720]>.",
-    "bdd": "Speed: 5.2; Turn angle: -3.1",
-    "vqa": "Yes",
-    "classify": "River",
-    "ground": "<ref>the river</ref><box>[[0, 300, 1000, 420]]</box>",
-    "caption": "A river runs between farmland fields.",
-    "choice": "B",
-}
-
-
 def _show_parsers(settings: Settings, examples: list[dict[str, Any]]) -> None:
     """The parsers on sample answers in the published formats: what a real checkpoint's
     text becomes. Labelled as such: this is not model output."""
     from pocketvl.contracts.messages import REQUEST_ADAPTER
     from pocketvl.domains.compose import prepare_inputs
-    from pocketvl.domains.parsers import parse_answer
     from pocketvl.worker.images import ImageFetcher
 
     print("\n== typed answers: the parsers on sample answers in the published formats ==")
@@ -125,8 +111,8 @@ def _show_parsers(settings: Settings, examples: list[dict[str, Any]]) -> None:
         request = REQUEST_ADAPTER.validate_python(example)
         loaded = ImageFetcher(settings.limits, {}).load_all(request.images)  # inline only
         context = prepare_inputs(request, loaded, settings.limits).context
-        text = PUBLISHED_FORMAT_ANSWERS[request.task.type]
-        status, typed = parse_answer(request.task, text, context)
+        text = REGISTRY.for_task(request.task).published_answer
+        status, typed = REGISTRY.parse(request.task, text, context)
         summary = _summary({"answer": typed.model_dump(mode="json")})
         print(f"  {request.domain:15} {request.task.type:9} {status:8} {text[:44]:46} -> {summary}")
 

@@ -13,14 +13,16 @@ import uuid
 from pathlib import Path
 from typing import Any, Literal
 
+from pydantic import ValidationError
+
 from pocketvl.cli.models import add_models_parser, cmd_models
 from pocketvl.devstack import paths
-from pocketvl.errors import PocketvlError
+from pocketvl.domains.registry import REGISTRY, Registry
+from pocketvl.domains.tables import tasks_table
+from pocketvl.errors import PocketvlError, describe_errors
 
 
 def _settings(use_stack: bool) -> Any:
-    from pydantic import ValidationError
-
     from pocketvl.devstack.stack import StackState
     from pocketvl.settings import Settings
 
@@ -75,6 +77,39 @@ def cmd_worker(args: argparse.Namespace) -> int:
     return 0
 
 
+def task_from_args(
+    registry: Registry, domain: str, task_arg: str | None, question: str | None
+) -> dict[str, Any]:
+    """``--task`` (a task name, or the task as JSON) and ``--question`` as a task object,
+    checked against the domain's tasks in the registry."""
+    if task_arg is None and question is None:
+        raise PocketvlError("give --question TEXT or --task NAME|JSON")
+    if task_arg is None:
+        asking = [s for s in registry.tasks(domain) if "question" in s.model.model_fields]
+        if not asking:
+            raise PocketvlError(f"no {domain} task takes a question; give --task")
+        task: dict[str, Any] = {"type": asking[0].name}
+    elif task_arg.lstrip().startswith("{"):
+        task = json.loads(task_arg)
+        if not isinstance(task, dict):
+            raise PocketvlError("--task JSON must be an object")
+    else:
+        task = {"type": task_arg}
+    names = [spec.name for spec in registry.tasks(domain)]
+    if task.get("type") not in names:
+        raise PocketvlError(
+            f"{domain} has no task {task.get('type')!r}; use one of {', '.join(names)} "
+            "(`pocketvl tasks` lists them)"
+        )
+    if question is not None:
+        task.setdefault("question", question)
+    try:
+        registry.get(domain, task["type"]).model.model_validate(task)
+    except ValidationError as exc:
+        raise PocketvlError(f"--task {task['type']}: {describe_errors(exc)}") from exc
+    return task
+
+
 def _request_from_args(args: argparse.Namespace) -> dict[str, Any]:
     from pocketvl.contracts.common import inline_image as inline
 
@@ -100,13 +135,7 @@ def _request_from_args(args: argparse.Namespace) -> dict[str, Any]:
         cameras = args.camera or []
         camera = cameras[len(images)] if len(images) < len(cameras) else None
         images.append(inline(path.read_bytes(), media[path.suffix.lower()], camera))
-    if args.task:
-        task = json.loads(args.task)
-    elif args.question:
-        default = {"driving": "drivelm", "remote_sensing": "vqa", "medical": "vqa"}
-        task = {"type": default[args.domain], "question": args.question}
-    else:
-        raise PocketvlError("give --question TEXT or --task JSON")
+    task = task_from_args(REGISTRY, args.domain, args.task, args.question)
     request = {
         "schema_version": "1",
         "event_id": args.event_id or str(uuid.uuid4()),
@@ -120,8 +149,6 @@ def _request_from_args(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_produce(args: argparse.Namespace) -> int:
-    from pydantic import ValidationError
-
     from pocketvl.adapters.kafka_broker import ensure_topics, publish
     from pocketvl.contracts.messages import REQUEST_ADAPTER
     from pocketvl.worker.envelope import all_topics, request_record
@@ -144,12 +171,11 @@ def cmd_produce(args: argparse.Namespace) -> int:
 
 def cmd_tail(args: argparse.Namespace) -> int:
     from pocketvl.adapters.kafka_broker import read_records
-    from pocketvl.contracts.common import DOMAINS
     from pocketvl.worker.envelope import topic
 
     settings = _settings(args.stack)
     kind: Literal["dlq", "answers"] = "dlq" if args.dlq else "answers"
-    domains = [args.domain] if args.domain else list(DOMAINS)
+    domains = [args.domain] if args.domain else list(REGISTRY.domains)
     topics = [topic(settings.kafka.topic_prefix, d, kind) for d in domains]
     for record in read_records(settings.kafka, topics, args.count, args.timeout):
         if args.dlq or not args.json:
@@ -191,19 +217,37 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo()
 
 
+def cmd_tasks(args: argparse.Namespace) -> int:
+    print(tasks_table(REGISTRY), end="")
+    return 0
+
+
 def connect(p: argparse.ArgumentParser) -> None:
     p.add_argument("--stack", action="store_true", help="use the stack from `pocketvl stack up`")
 
 
-def _add_produce_parser(sub: Any) -> None:
-    produce = sub.add_parser("produce", help="publish one request from image files")
-    connect(produce)
-    produce.add_argument(
-        "--domain", required=True, choices=["driving", "remote_sensing", "medical"]
+def _task_help(registry: Registry) -> str:
+    lines = [
+        f"{spec.key}: {spec.summary}; fields: {spec.docs.fields.replace('`', '')}"
+        for spec in registry
+    ]
+    return "tasks (--task NAME, or JSON with its fields):\n  " + "\n  ".join(lines)
+
+
+def _add_produce_parser(sub: Any, registry: Registry) -> None:
+    produce = sub.add_parser(
+        "produce",
+        help="publish one request from image files",
+        epilog=_task_help(registry),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    connect(produce)
+    produce.add_argument("--domain", required=True, choices=registry.domains)
     produce.add_argument("--image", action="append", required=True, help="repeat for several")
-    produce.add_argument("--question", help="question (drivelm / vqa task)")
-    produce.add_argument("--task", help='task as JSON, e.g. \'{"type": "caption"}\'')
+    produce.add_argument("--question", help="the question (tasks with a question field)")
+    produce.add_argument(
+        "--task", help='task name, or the task as JSON, e.g. \'{"type": "caption"}\''
+    )
     produce.add_argument("--camera", action="append", help="drivelm: camera name per --image")
     produce.add_argument("--decode", help="decode options as JSON, e.g. '{\"bands\": [3, 2, 1]}'")
     produce.add_argument("--key", help="Kafka key: the entity (vehicle, tile, study)")
@@ -211,7 +255,7 @@ def _add_produce_parser(sub: Any) -> None:
     produce.set_defaults(func=cmd_produce)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(registry: Registry = REGISTRY) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pocketvl", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -225,11 +269,14 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--idle-timeout", type=float, help="stop after this many idle seconds")
     worker.set_defaults(func=cmd_worker)
 
-    _add_produce_parser(sub)
+    _add_produce_parser(sub, registry)
+
+    tasks = sub.add_parser("tasks", help="the tasks each domain answers (a Markdown table)")
+    tasks.set_defaults(func=cmd_tasks)
 
     tail = sub.add_parser("tail", help="print answers (or DLQ records), bounded")
     connect(tail)
-    tail.add_argument("--domain", choices=["driving", "remote_sensing", "medical"])
+    tail.add_argument("--domain", choices=registry.domains)
     tail.add_argument("--json", action="store_true", help="answer values as JSON lines")
     tail.add_argument("--dlq", action="store_true", help="read the DLQ topics instead")
     tail.add_argument("--count", type=int, help="stop after this many records")

@@ -1,4 +1,4 @@
-"""Types shared by every message: domains, image references, generation parameters."""
+"""Types shared by every message: image references, decoding and generation parameters."""
 
 from __future__ import annotations
 
@@ -8,8 +8,6 @@ from typing import Annotated, Any, Final, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 SCHEMA_VERSION: Final = "1"
-DOMAINS: Final = ("driving", "remote_sensing", "medical")
-Domain = Literal["driving", "remote_sensing", "medical"]
 ModelSize = Literal["1b", "2b", "4b"]
 MediaType = Literal[
     "image/jpeg",

@@ -8,7 +8,8 @@ from typing import Any
 
 from pydantic import TypeAdapter
 
-from pocketvl.contracts.messages import REQUEST_ADAPTER, Answer, DlqHeaders
+from pocketvl.contracts.messages import DlqHeaders, answer_model, request_adapter
+from pocketvl.domains.registry import REGISTRY, Registry
 
 SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
 
@@ -17,16 +18,16 @@ def _with_header(schema: dict[str, Any], name: str, description: str) -> dict[st
     return {"$schema": SCHEMA_DIALECT, "$id": name, "description": description, **schema}
 
 
-def schemas() -> dict[str, dict[str, Any]]:
-    """File name -> JSON Schema."""
+def schemas(registry: Registry = REGISTRY) -> dict[str, dict[str, Any]]:
+    """File name -> JSON Schema, for the tasks of ``registry``."""
     return {
         "request.schema.json": _with_header(
-            REQUEST_ADAPTER.json_schema(),
+            request_adapter(registry).json_schema(),
             "request.schema.json",
             "Value of a record on {prefix}.{domain}.requests (discriminated on domain, task.type).",
         ),
         "answer.schema.json": _with_header(
-            TypeAdapter(Answer).json_schema(),
+            TypeAdapter(answer_model(registry)).json_schema(),
             "answer.schema.json",
             "Value of a record on {prefix}.{domain}.answers; key = the request's key.",
         ),

@@ -1,29 +1,36 @@
-"""Request, answer and DLQ messages (DESIGN.md section 3)."""
+"""Request, answer and DLQ messages. Request and answer models are built from the task
+registry, so a task declared there is part of every schema."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, ClassVar, Literal, Union
 
-from pydantic import ConfigDict, Field, TypeAdapter, model_validator
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, create_model, model_validator
 
 from pocketvl.contracts.answers import TypedAnswer
 from pocketvl.contracts.common import (
-    DRIVELM_CAMERAS,
-    VIDEO_MEDIA_TYPES,
     DecodeParams,
     EventId,
     GenerationParams,
     Image,
-    ImageReference,
-    InlineImage,
     ModelSize,
     Strict,
 )
-from pocketvl.contracts.tasks import AnyTask, DrivingTask, MedicalTask, RemoteSensingTask
+from pocketvl.contracts.tasks import TaskBase
+from pocketvl.domains.registry import REGISTRY, Registry
+from pocketvl.domains.spec import InputRule
 
 
-class _RequestBase(Strict):
+class RequestBase(Strict):
+    """Fields every request has; each domain's model (built from the task registry) adds
+    ``domain`` as a Literal and ``task`` as the union of its tasks, discriminated on
+    ``type``, and checks the images against the task's input rule."""
+
+    # Filled in per domain model: task model -> its input rule.
+    input_rules: ClassVar[dict[type[TaskBase], InputRule]] = {}
+
     schema_version: Literal["1"] = "1"
     event_id: EventId = Field(description="unique per event; equals the ce_id header")
     images: list[Image] = Field(
@@ -33,63 +40,67 @@ class _RequestBase(Strict):
     model_size: ModelSize | None = Field(default=None, description="prefer this checkpoint size")
     generation: GenerationParams = Field(default_factory=GenerationParams)
     deadline: datetime | None = Field(default=None, description="answer is useless after this")
-
-
-class DrivingRequest(_RequestBase):
-    """drivelm: the six nuScenes cameras, each named (CAM_FRONT, ...); bdd: a clip, as one
-    video or as its frames in order."""
-
-    domain: Literal["driving"] = "driving"
-    task: DrivingTask
+    domain: str
+    task: TaskBase
 
     @model_validator(mode="after")
-    def _inputs_fit_the_task(self) -> DrivingRequest:
-        videos = [i for i in self.images if i.media_type in VIDEO_MEDIA_TYPES]
-        if self.task.type == "drivelm":
-            names = sorted(i.name or "" for i in self.images)
-            if names != sorted(DRIVELM_CAMERAS) or videos:
-                raise ValueError(
-                    f"drivelm needs exactly six still images named {', '.join(DRIVELM_CAMERAS)}"
-                )
-        elif videos and len(self.images) != 1:
-            raise ValueError("bdd takes one video, or frames as images, not both")
+    def _inputs_fit_the_task(self) -> RequestBase:
+        rule = self.input_rules.get(type(self.task))
+        problem = rule.problem(self.task.type, self.images) if rule else None
+        if problem:
+            raise ValueError(problem)
         return self
 
 
-def _no_video(images: list[InlineImage | ImageReference], task: str) -> None:
-    if any(i.media_type in VIDEO_MEDIA_TYPES for i in images):
-        raise ValueError(f"{task} takes images, not video")
+def _one_of(models: Sequence[type[BaseModel]], discriminator: str) -> Any:
+    """The union of ``models``, discriminated when there are several."""
+    if len(models) == 1:
+        return models[0]
+    return Annotated[_any_of(models), Field(discriminator=discriminator)]
 
 
-class RemoteSensingRequest(_RequestBase):
-    domain: Literal["remote_sensing"] = "remote_sensing"
-    task: RemoteSensingTask
-
-    @model_validator(mode="after")
-    def _one_image(self) -> RemoteSensingRequest:
-        _no_video(self.images, self.task.type)
-        if len(self.images) != 1:
-            raise ValueError("remote sensing tasks take exactly one image")
-        return self
+def _any_of(models: Sequence[type[BaseModel]]) -> Any:
+    return Union[tuple(models)]  # noqa: UP007
 
 
-class MedicalRequest(_RequestBase):
-    domain: Literal["medical"] = "medical"
-    task: MedicalTask
-
-    @model_validator(mode="after")
-    def _stills_only(self) -> MedicalRequest:
-        _no_video(self.images, self.task.type)
-        return self
+def _literal(values: tuple[str, ...]) -> Any:
+    return Literal[values]
 
 
-Request = Annotated[
-    DrivingRequest | RemoteSensingRequest | MedicalRequest, Field(discriminator="domain")
-]
-REQUEST_ADAPTER: TypeAdapter[DrivingRequest | RemoteSensingRequest | MedicalRequest] = TypeAdapter(
-    Request
-)
-AnyRequest = DrivingRequest | RemoteSensingRequest | MedicalRequest
+def _camel(name: str) -> str:
+    return "".join(part.capitalize() for part in name.split("_"))
+
+
+def request_models(registry: Registry) -> dict[str, type[RequestBase]]:
+    """One request model per domain (``DrivingRequest``, ...), from the registry."""
+    models: dict[str, type[RequestBase]] = {}
+    for domain in registry.domains:
+        specs = registry.tasks(domain)
+        model = create_model(
+            f"{_camel(domain)}Request",
+            __base__=RequestBase,
+            __doc__="; ".join(f"{s.name}: {s.summary}" for s in specs),
+            domain=(_literal((domain,)), domain),
+            task=(_one_of([s.model for s in specs], "type"), ...),
+        )
+        model.input_rules = {s.model: s.inputs for s in specs}
+        models[domain] = model
+    return models
+
+
+def request_adapter(registry: Registry) -> TypeAdapter[RequestBase]:
+    """Validates a request of any domain (discriminated on ``domain``, then ``task.type``)."""
+    return TypeAdapter(_one_of(list(request_models(registry).values()), "domain"))
+
+
+def answer_model(registry: Registry) -> type[AnswerBase]:
+    tasks = [spec.model for spec in registry]
+    return create_model(
+        "Answer",
+        __base__=AnswerBase,
+        domain=(_literal(registry.domains), ...),
+        task=(_any_of(tasks), ...),
+    )
 
 
 class ModelIdentity(Strict):
@@ -108,11 +119,11 @@ class Timings(Strict):
     infer_ms: float | None = Field(default=None, ge=0)
 
 
-class Answer(Strict):
+class AnswerBase(Strict):
     schema_version: Literal["1"] = "1"
     event_id: EventId = Field(description="the request's event_id")
-    domain: Literal["driving", "remote_sensing", "medical"]
-    task: AnyTask
+    domain: str
+    task: TaskBase
     model: ModelIdentity
     status: Literal["ok", "unparsed"]
     answer: TypedAnswer = Field(description="typed by kind; text when status is unparsed")
@@ -121,6 +132,11 @@ class Answer(Strict):
     timings: Timings
     tokens: TokenCounts
     produced_at: datetime
+
+
+REQUEST_ADAPTER = request_adapter(REGISTRY)
+Answer = answer_model(REGISTRY)
+AnyRequest = RequestBase
 
 
 # "worker": a failure outside the pipeline's stages (the loop's own guard).

@@ -1,8 +1,12 @@
-"""Task types per domain: discriminated on ``type``."""
+"""What every task model shares: the ``type`` discriminator and the rules for user text.
+
+The task models themselves are declared once each, with their prompt, parser and input
+rules, in their domain's module (``pocketvl.domains``); ``pocketvl.domains.registry``
+collects them."""
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated
 
 from pydantic import AfterValidator, Field
 
@@ -24,66 +28,8 @@ UserText = Annotated[str, AfterValidator(_no_reserved_markup)]
 Question = Annotated[UserText, Field(min_length=1, max_length=4000)]
 
 
-class DriveLMTask(Strict):
-    """DriveLM graph VQA (perception, prediction, planning, behaviour) over the six cameras."""
+class TaskBase(Strict):
+    """A task's parameters; ``type`` names the task within its domain (a ``Literal`` in
+    each concrete model, which is what a request's ``task`` is discriminated on)."""
 
-    type: Literal["drivelm"] = "drivelm"
-    question: Question
-
-
-class BDDTask(Strict):
-    """BDD-X style clip understanding: what the ego vehicle does, why, and its control signals."""
-
-    type: Literal["bdd"] = "bdd"
-    predict: Literal["action", "justification", "control"] = "action"
-
-
-class RSVqaTask(Strict):
-    type: Literal["vqa"] = "vqa"
-    question: Question
-
-
-class RSClassifyTask(Strict):
-    type: Literal["classify"] = "classify"
-    labels: list[Annotated[UserText, Field(min_length=1, max_length=100)]] = Field(
-        min_length=2, max_length=200
-    )
-
-
-class RSGroundTask(Strict):
-    type: Literal["ground"] = "ground"
-    expression: Annotated[UserText, Field(min_length=1, max_length=500)]
-
-
-class RSCaptionTask(Strict):
-    type: Literal["caption"] = "caption"
-
-
-class MedicalVqaTask(Strict):
-    type: Literal["vqa"] = "vqa"
-    question: Question
-
-
-class MedicalChoiceTask(Strict):
-    type: Literal["choice"] = "choice"
-    question: Question
-    options: list[Annotated[UserText, Field(min_length=1, max_length=500)]] = Field(
-        min_length=2, max_length=26
-    )
-
-
-DrivingTask = Annotated[DriveLMTask | BDDTask, Field(discriminator="type")]
-RemoteSensingTask = Annotated[
-    RSVqaTask | RSClassifyTask | RSGroundTask | RSCaptionTask, Field(discriminator="type")
-]
-MedicalTask = Annotated[MedicalVqaTask | MedicalChoiceTask, Field(discriminator="type")]
-AnyTask = (
-    DriveLMTask
-    | BDDTask
-    | RSVqaTask
-    | RSClassifyTask
-    | RSGroundTask
-    | RSCaptionTask
-    | MedicalVqaTask
-    | MedicalChoiceTask
-)
+    type: str

@@ -1,8 +1,8 @@
-"""Turn decoded inputs into what the DA checkpoint was trained on (facts sections 2.3-2.4).
+"""Turn decoded inputs into what the DA checkpoint was trained on, by the task's layout:
 
-- driving/drivelm: the six cameras stitched into one labelled 2688x896 picture;
-- driving/bdd: the clip's frames, one tile each, introduced as ``Frame1: <image>`` lines;
-- remote sensing and medical: the image(s) as decoded.
+- ``drivelm_stitch``: the six cameras stitched into one labelled 2688x896 picture;
+- ``video_frames``: the clip's frames, one tile each, introduced as ``Frame1: <image>`` lines;
+- ``as_decoded``: the image(s) as decoded.
 
 Frames go to Triton as lossless PNG, so the model sees exactly the decoded pixels.
 """
@@ -17,8 +17,8 @@ from PIL import Image, ImageFont
 
 from pocketvl.contracts.common import DecodeParams
 from pocketvl.contracts.messages import AnyRequest
-from pocketvl.domains.parsers import ParseContext
-from pocketvl.domains.prompts import build_question
+from pocketvl.domains.registry import REGISTRY
+from pocketvl.domains.spec import Layout, ParseContext
 from pocketvl.media import DecodedMedia, DecodeOptions, decode_media
 from pocketvl.media.options import LoadedImage
 from pocketvl.settings import LimitSettings
@@ -49,16 +49,18 @@ def _png(image: Image.Image) -> bytes:
     return buffer.getvalue()
 
 
-def compose(request: AnyRequest, media: list[DecodedMedia], question: str) -> Composed:
+def compose(
+    request: AnyRequest, media: list[DecodedMedia], question: str, layout: Layout
+) -> Composed:
     sizes = tuple(m.original_size for m in media)
-    if request.task.type == "drivelm":
+    if layout == "drivelm_stitch":
         names = [image.name or "" for image in request.images]
         views = {name: m.frames[0] for name, m in zip(names, media, strict=True)}
         stitched = stitch_drivelm_views(views, _label_font())
         cameras = {name: m.original_size for name, m in zip(names, media, strict=True)}
         context = ParseContext(image_sizes=sizes, camera_sizes=cameras)
         return Composed([_png(stitched)], question, None, context)
-    if request.task.type == "bdd":
+    if layout == "video_frames":
         frames = [frame for m in media for frame in m.frames]
         prompt = video_frame_prefix(len(frames)) + question
         return Composed(
@@ -86,4 +88,5 @@ def prepare_inputs(
     """Fetched bytes to what the model is sent: decode every input, then compose."""
     options = decode_options(limits, request.decode)
     media = [decode_media(image.data, image.media_type, options) for image in images]
-    return compose(request, media, build_question(request.task))
+    spec = REGISTRY.for_task(request.task)
+    return compose(request, media, spec.prompt(request.task), spec.layout)

@@ -1,7 +1,8 @@
-"""Reading driving answers: DriveLM object references and BDD-X control signals.
+"""The driving domain: DriveLM graph VQA over six cameras, BDD-X clip understanding.
 
-Pure functions over the model's text; they never raise. The dispatcher in
-``pocketvl.domains.parsers`` builds the typed answers from what these return.
+Declares both tasks (request model, input rules, prompt, parser, evaluation) and the pure
+readers of their answers: DriveLM object references and BDD-X control signals. Readers
+never raise; text they cannot read makes the answer unparsed.
 """
 
 from __future__ import annotations
@@ -9,26 +10,52 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping
-from typing import TypeGuard, get_args
+from typing import Any, Literal, TypeGuard, assert_never, get_args
 
-from pocketvl.contracts.answers import ObjectRef, Quantity
-from pocketvl.contracts.common import CameraName
+from pocketvl.contracts.answers import BDDAnswer, DriveLMAnswer, ObjectRef, Quantity
+from pocketvl.contracts.common import DRIVELM_CAMERAS, CameraName
+from pocketvl.contracts.tasks import Question, TaskBase
+from pocketvl.domains.closed_answers import read_option_letter
+from pocketvl.domains.labels import BDDLabel, DriveLMLabel
+from pocketvl.domains.spec import InputRule, ParseContext, TaskDocs, TaskSpec
 from pocketvl.vision.stitch import CAMERA_SIZE, stitched_to_camera
+
+
+class DriveLMTask(TaskBase):
+    """DriveLM graph VQA (perception, prediction, planning, behaviour) over the six cameras."""
+
+    type: Literal["drivelm"] = "drivelm"
+    question: Question
+
+
+class BDDTask(TaskBase):
+    """BDD-X style clip understanding: what the ego vehicle does, why, and its control signals."""
+
+    type: Literal["bdd"] = "bdd"
+    predict: Literal["action", "justification", "control"] = "action"
+
+
+BDD_QUESTIONS = {
+    "action": "What is the action of the ego car?",
+    "justification": "Why does the ego car do this?",
+    "control": "Predict the speed and turning angle of the ego car in the next second.",
+}
 
 # A decimal number as a model writes it. The exponent is matched on purpose: otherwise
 # "1e999" would read as 1 and the rest would be silently dropped; matched, it becomes inf
 # and is refused.
 NUMBER = r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?"
 
-# The model's normalised reference <c1,CAM_FRONT,[512.3,420]> (facts 2.4). DriveLM's native
-# un-bracketed <c1,CAM_FRONT,1088.3,497.5> is already in pixels and is left alone, as
-# InternVL's own post-processor leaves it (facts 6.8).
+# The model's normalised reference <c1,CAM_FRONT,[512.3,420]>: 0-1000 over the 2688x896
+# stitch, as DriveLM training data writes it. DriveLM's native un-bracketed
+# <c1,CAM_FRONT,1088.3,497.5> is already in pixels and is left alone, as InternVL's own
+# DriveLM post-processor leaves it.
 _OBJECT_REF = re.compile(
     rf"<\s*(?P<tag>c\w*)\s*,\s*(?P<camera>\w+)\s*,\s*"
     rf"\[\s*(?P<x>{NUMBER})\s*,\s*(?P<y>{NUMBER})\s*\]\s*>"
 )
 
-# BDD-X control signals (facts 3.2: the exact training string is unconfirmed), so the
+# BDD-X control signals (the exact string the checkpoint was trained on is not published), so the
 # keyword is followed by a short gap of words (": ", " is ", " of the car will be ") and
 # then the first number. The gap refuses digits, signs and separators so that the number
 # read is the one the keyword introduces.
@@ -109,3 +136,91 @@ def _first_number(pattern: re.Pattern[str], text: str) -> float | None:
         return None
     value = float(match["value"])
     return value if math.isfinite(value) else None
+
+
+def parse_drivelm(task: DriveLMTask, raw_text: str, context: ParseContext) -> DriveLMAnswer | None:
+    # DriveLM answers are free text, so anything non-empty is an answer; the references
+    # and the MCQ letter are extras read from it.
+    text = raw_text.strip()
+    if not text:
+        return None
+    resolved, objects = resolve_object_refs(text, context.camera_sizes)
+    letter = read_option_letter(text)
+    return DriveLMAnswer(
+        text=resolved, objects=objects, choice=None if letter is None else letter[0]
+    )
+
+
+def parse_bdd(task: BDDTask, raw_text: str, context: ParseContext) -> BDDAnswer | None:
+    text = raw_text.strip()
+    if not text:
+        return None
+    match task.predict:
+        case "action":
+            return BDDAnswer(action=text)
+        case "justification":
+            return BDDAnswer(justification=text)
+        case "control":
+            signals = read_control_signals(text)
+            if signals is None:
+                return None
+            return BDDAnswer(speed=signals[0], turning_angle=signals[1])
+        case _:
+            assert_never(task.predict)
+
+
+DRIVELM = TaskSpec(
+    domain="driving",
+    model=DriveLMTask,
+    summary="DriveLM question over the six nuScenes cameras",
+    inputs=InputRule(min_images=6, max_images=6, names=DRIVELM_CAMERAS),
+    layout="drivelm_stitch",
+    prompt=lambda task: task.question,
+    parse=parse_drivelm,
+    answer_kinds=("drivelm",),
+    checkpoint="DriveLM",
+    label=DriveLMLabel,
+    metric="drivelm",
+    published_answer=(
+        "A car <c1,CAM_FRONT,[480,300]> and a pedestrian <c2,CAM_BACK_LEFT,[150,720]>."
+    ),
+    docs=TaskDocs(
+        fields="`question`",
+        inputs="six stills named " + ", ".join(f"`{name}`" for name in DRIVELM_CAMERAS),
+        sent_as=(
+            "one 2688×896 stitch, 896×448 per camera, names drawn in magenta "
+            "DejaVuSans-Bold 50 (as in training)"
+        ),
+        answer=(
+            "`drivelm`: text with `<cN,CAM,[x,y]>` refs rewritten to camera pixels, `objects` "
+            "(camera, x, y in that camera's original resolution, plus the model's 0–1000 "
+            "values), `choice` letter for MCQ answers"
+        ),
+    ),
+)
+BDD = TaskSpec(
+    domain="driving",
+    model=BDDTask,
+    summary="BDD-X: the ego car's action, its justification, or its speed and turning angle",
+    inputs=InputRule(video="alone"),
+    layout="video_frames",
+    prompt=lambda task: BDD_QUESTIONS[task.predict],
+    parse=parse_bdd,
+    answer_kinds=("bdd",),
+    checkpoint="BDD",
+    label=BDDLabel,
+    metric="bdd",
+    published_answer="Speed: 5.2; Turn angle: -3.1",
+    docs=TaskDocs(
+        fields="`predict`: `action` \\| `justification` \\| `control`",
+        inputs=(
+            "one video (mp4/webm/mov, `decode.video_frames` sampled uniformly) or frames as "
+            "stills, in order"
+        ),
+        sent_as="`Frame1: <image>\\nFrame2: <image>…`, one tile per frame",
+        answer=(
+            "`bdd`: `action`, `justification`, `speed` {value, m/s}, `turning_angle` {value, deg}"
+        ),
+    ),
+)
+SPECS: tuple[TaskSpec[Any], ...] = (DRIVELM, BDD)

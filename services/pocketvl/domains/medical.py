@@ -1,94 +1,100 @@
-"""Reading closed answers: yes/no and multiple-choice letters.
+"""The medical domain: open and multiple-choice questions about photographs, scans and DICOM.
 
-Medical questions are where these forms come from (VLMEvalKit MCQ, facts 3.4), but the
-readers are shared: DriveLM's behaviour questions are MCQs too and remote-sensing VQA
-answers yes/no. Pure functions over the model's text; they never raise.
+Its answers are read by ``pocketvl.domains.closed_answers`` (yes/no, option letters).
 """
 
 from __future__ import annotations
 
-import re
-from collections.abc import Sequence
 from string import ascii_uppercase
+from typing import Annotated, Any, Literal
 
-# Only a leading word counts; "There is no evidence of ..." stays free text. "no" must
-# also end its clause, because it is a determiner too: "No fracture is seen" keeps its
-# words as text rather than being flattened to a bare no.
-_YES = re.compile(r"yes\b", re.IGNORECASE)
-_NO = re.compile(r"no\s*(?:[.,!;:]|$)", re.IGNORECASE)
+from pydantic import Field
 
-# "The answer is", "Answer:", "The correct option is", ... before the letter; the
-# MME-RealWorld scorer strips such prefixes the same way (facts 3.1).
-_ANSWER_PREFIX = re.compile(
-    r"^(?:the\s+)?(?:(?:correct|best|right|final)\s+)?(?:answer|option|choice)(?:\s+is)?\s*:?\s*",
-    re.IGNORECASE,
+from pocketvl.contracts.answers import ChoiceAnswer
+from pocketvl.contracts.tasks import Question, TaskBase, UserText
+from pocketvl.domains.closed_answers import match_choice, short_answer
+from pocketvl.domains.labels import AnswerLabel, LetterLabel
+from pocketvl.domains.spec import InputRule, ParseContext, TaskDocs, TaskSpec
+
+
+class MedicalVqaTask(TaskBase):
+    type: Literal["vqa"] = "vqa"
+    question: Question
+
+
+class MedicalChoiceTask(TaskBase):
+    type: Literal["choice"] = "choice"
+    question: Question
+    options: list[Annotated[UserText, Field(min_length=1, max_length=500)]] = Field(
+        min_length=2, max_length=26
+    )
+
+
+def lettered(options: list[str]) -> str:
+    return "\n".join(
+        f"{letter}. {text}" for letter, text in zip(ascii_uppercase, options, strict=False)
+    )
+
+
+def _choice_prompt(task: MedicalChoiceTask) -> str:
+    return (
+        f"{task.question}\n{lettered(task.options)}\n"
+        "Answer with the option's letter from the given choices directly."
+    )
+
+
+def parse_choice(
+    task: MedicalChoiceTask, raw_text: str, context: ParseContext
+) -> ChoiceAnswer | None:
+    picked = match_choice(raw_text, task.options)
+    return None if picked is None else ChoiceAnswer(letter=picked[0], option=picked[1])
+
+
+def _letter_is_an_option(task: MedicalChoiceTask, label: LetterLabel) -> None:
+    allowed = ascii_uppercase[: len(task.options)]
+    if label.letter not in allowed:
+        raise ValueError(f"label.letter {label.letter!r} is not one of {', '.join(allowed)}")
+
+
+_STILLS = InputRule(video="never")
+_STILLS_DOC = (
+    "JPEG/PNG or DICOM (rescale slope/intercept, window centre/width or `decode.dicom_window`, "
+    "MONOCHROME1 inverted, `decode.dicom_frame` of a multi-frame)"
 )
-# "B", "B.", "B)", "B:", "(B)", optionally followed by the option's text. Upper case only:
-# a lower-case "a" is far more often the article than an option.
-_LETTER = re.compile(
-    r"(?:\((?P<paren>[A-Z])\)|(?P<bare>[A-Z])(?=[.:)]|$))[.:)]?(?P<rest>.*)", re.DOTALL
+VQA = TaskSpec(
+    domain="medical",
+    model=MedicalVqaTask,
+    summary="an open question about the image(s)",
+    inputs=_STILLS,
+    layout="as_decoded",
+    prompt=lambda task: task.question,
+    parse=lambda task, text, context: short_answer(text),
+    answer_kinds=("yes_no", "text"),
+    checkpoint="Medical",
+    label=AnswerLabel,
+    metric="exact_match",
+    published_answer="Yes",
+    docs=TaskDocs("`question`", _STILLS_DOC, "the question", "`yes_no` or `text`"),
 )
-# Decoration a chat model wraps a short answer in (markdown bold, quotes).
-_WRAPPING = " \t\r\n\"'*`"
-
-
-def read_yes_no(text: str) -> bool | None:
-    """True/False when the answer opens with the word yes/no, else None."""
-    opening = text.lstrip(_WRAPPING)
-    if _YES.match(opening):
-        return True
-    if _NO.match(opening.rstrip(_WRAPPING)):
-        return False
-    return None
-
-
-def read_option_letter(text: str) -> tuple[str, str] | None:
-    """(letter, option text written after it) when the whole answer is an option letter.
-
-    Accepts "A", "A.", "(C)", "Answer: B", "The answer is D", and "D. The ego vehicle is
-    going straight." (letter then its option's text). "A car is ahead." is not a letter
-    answer: a bare letter must be followed by punctuation or the end, and text after it
-    must be set off by a space ("A.I." is not option A).
-    """
-    unwrapped = text.strip(_WRAPPING)
-    match = _LETTER.fullmatch(_ANSWER_PREFIX.sub("", unwrapped, count=1))
-    if match is None:
-        return None
-    rest = match["rest"]
-    if rest.strip(" .") and not rest[0].isspace():
-        return None
-    return match["paren"] or match["bare"], rest.strip(" .")
-
-
-def match_choice(text: str, options: Sequence[str]) -> tuple[str, str] | None:
-    """(letter, option) the answer picks from ``options`` (A, B, ... in order), or None.
-
-    The letter forms of ``read_option_letter`` and the option's own text (compared
-    case-folded, without punctuation) are accepted. None for a letter past the last option,
-    a letter whose trailing text names a different option, or text matching several options.
-    """
-    picked = read_option_letter(text)
-    if picked is not None:
-        letter, trailing = picked
-        index = ascii_uppercase.index(letter)
-        if index >= len(options):
-            return None
-        named = _options_named(trailing, options) if trailing else []
-        if named and index not in named:
-            return None  # "B. <text of option C>": the model contradicts itself
-        return letter, options[index]
-    named = _options_named(text, options)
-    if len(named) != 1:
-        return None
-    return ascii_uppercase[named[0]], options[named[0]]
-
-
-def _options_named(text: str, options: Sequence[str]) -> list[int]:
-    key = _normalise(text)
-    if not key:
-        return []
-    return [index for index, option in enumerate(options) if _normalise(option) == key]
-
-
-def _normalise(text: str) -> str:
-    return " ".join(re.sub(r"[\W_]+", " ", text.casefold()).split())
+CHOICE = TaskSpec(
+    domain="medical",
+    model=MedicalChoiceTask,
+    summary="a multiple-choice question: options A, B, ... in order",
+    inputs=_STILLS,
+    layout="as_decoded",
+    prompt=_choice_prompt,
+    parse=parse_choice,
+    answer_kinds=("choice",),
+    checkpoint="Medical",
+    label=LetterLabel,
+    metric="accuracy",
+    published_answer="B",
+    docs=TaskDocs(
+        "`question`, `options`",
+        _STILLS_DOC,
+        "question + lettered options + `Answer with the option's letter…`",
+        "`choice` (letter + option text)",
+    ),
+    check_label=_letter_is_an_option,
+)
+SPECS: tuple[TaskSpec[Any], ...] = (VQA, CHOICE)

@@ -1,17 +1,50 @@
-"""Reading remote-sensing answers: grounding boxes and scene labels.
+"""The remote-sensing domain: VQA, scene classification, grounding and captioning of one
+aerial or satellite image.
 
-Pure functions over the model's text; they never raise. The dispatcher in
-``pocketvl.domains.parsers`` builds the typed answers from what these return.
+Declares the four tasks (request model, input rules, prompt, parser, evaluation) and the
+pure readers of their answers: grounding boxes and scene labels. Readers never raise;
+text they cannot read makes the answer unparsed.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Iterator, Sequence
+from typing import Annotated, Any, Literal
 
-from pocketvl.contracts.answers import Box
+from pydantic import Field
 
-NORM_SCALE = 1000  # InternVL writes boxes as integers normalised to 0-1000 (facts 3.3)
+from pocketvl.contracts.answers import Box, BoxesAnswer, LabelAnswer
+from pocketvl.contracts.tasks import Question, TaskBase, UserText
+from pocketvl.domains.closed_answers import free_text, short_answer
+from pocketvl.domains.labels import AnswerLabel, CaptionLabel, ClassLabel, GroundLabel
+from pocketvl.domains.spec import InputRule, ParseContext, TaskDocs, TaskSpec
+
+NORM_SCALE = 1000  # InternVL writes boxes as integers normalised to 0-1000
+SHORT_ANSWER = "Answer the question using a single word or phrase."
+ONE_IMAGE = InputRule(min_images=1, max_images=1)
+
+
+class RSVqaTask(TaskBase):
+    type: Literal["vqa"] = "vqa"
+    question: Question
+
+
+class RSClassifyTask(TaskBase):
+    type: Literal["classify"] = "classify"
+    labels: list[Annotated[UserText, Field(min_length=1, max_length=100)]] = Field(
+        min_length=2, max_length=200
+    )
+
+
+class RSGroundTask(TaskBase):
+    type: Literal["ground"] = "ground"
+    expression: Annotated[UserText, Field(min_length=1, max_length=500)]
+
+
+class RSCaptionTask(TaskBase):
+    type: Literal["caption"] = "caption"
+
 
 # <ref>label</ref><box>[[x1, y1, x2, y2]]</box>, the ref being optional. A box may hold
 # several quads ([[..],[..]]); each is a box of the same label.
@@ -107,3 +140,113 @@ def match_label(text: str, labels: Sequence[str]) -> str | None:
 
 def _has_phrase(text: str, phrase: str) -> bool:
     return f" {phrase} " in f" {text} "
+
+
+def parse_boxes(task: RSGroundTask, raw_text: str, context: ParseContext) -> BoxesAnswer | None:
+    # Without the original size a 0-1000 box cannot be put into pixels; the answer's
+    # contract promises pixels, so that is unparsed rather than a half answer.
+    if not context.image_sizes:
+        return None
+    boxes = read_boxes(raw_text, context.image_sizes[0])
+    return BoxesAnswer(boxes=boxes) if boxes else None
+
+
+def parse_label(task: RSClassifyTask, raw_text: str, context: ParseContext) -> LabelAnswer | None:
+    label = match_label(raw_text, task.labels)
+    return None if label is None else LabelAnswer(label=label)
+
+
+def _label_is_offered(task: RSClassifyTask, label: ClassLabel) -> None:
+    if label.label not in task.labels:
+        raise ValueError(f"label.label {label.label!r} is not one of the request's labels")
+
+
+def _classify_prompt(task: RSClassifyTask) -> str:
+    classes = ", ".join(task.labels)
+    return (
+        f"Classify the image within one of the given classes: {classes}. "
+        "Answer with one word or short phrase."
+    )
+
+
+_ONE_IMAGE_DOC = (
+    "one image: JPEG, PNG, WebP or TIFF/GeoTIFF (any bands and bit depth: `decode.bands` "
+    "picks R,G,B, `decode.stretch_percentiles` stretches to 8 bits)"
+)
+VQA = TaskSpec(
+    domain="remote_sensing",
+    model=RSVqaTask,
+    summary="a short-answer question about the image",
+    inputs=ONE_IMAGE,
+    layout="as_decoded",
+    prompt=lambda task: f"{task.question}\n{SHORT_ANSWER}",
+    parse=lambda task, text, context: short_answer(text),
+    answer_kinds=("yes_no", "text"),
+    checkpoint="RS",
+    label=AnswerLabel,
+    metric="exact_match",
+    published_answer="Yes",
+    docs=TaskDocs(
+        "`question`",
+        _ONE_IMAGE_DOC,
+        "`…\\nAnswer the question using a single word or phrase.`",
+        "`yes_no` or `text`",
+    ),
+)
+CLASSIFY = TaskSpec(
+    domain="remote_sensing",
+    model=RSClassifyTask,
+    summary="scene classification into one of the request's labels",
+    inputs=ONE_IMAGE,
+    layout="as_decoded",
+    prompt=_classify_prompt,
+    parse=parse_label,
+    answer_kinds=("label",),
+    checkpoint="RS",
+    label=ClassLabel,
+    metric="accuracy",
+    published_answer="River",
+    docs=TaskDocs(
+        "`labels`",
+        _ONE_IMAGE_DOC,
+        "`Classify the image within one of the given classes: …`",
+        "`label` (one of the request's labels)",
+    ),
+    check_label=_label_is_offered,
+)
+GROUND = TaskSpec(
+    domain="remote_sensing",
+    model=RSGroundTask,
+    summary="boxes around what the expression refers to",
+    inputs=ONE_IMAGE,
+    layout="as_decoded",
+    prompt=lambda task: f"Detect <ref>{task.expression}</ref>",
+    parse=parse_boxes,
+    answer_kinds=("boxes",),
+    checkpoint="RS",
+    label=GroundLabel,
+    metric="grounding",
+    published_answer="<ref>the river</ref><box>[[0, 300, 1000, 420]]</box>",
+    docs=TaskDocs(
+        "`expression`",
+        _ONE_IMAGE_DOC,
+        "`Detect <ref>…</ref>`",
+        "`boxes` (pixels in the ORIGINAL image, plus the model's 0–1000 values)",
+    ),
+)
+CAPTION = TaskSpec(
+    domain="remote_sensing",
+    model=RSCaptionTask,
+    summary="a detailed description of the image",
+    inputs=ONE_IMAGE,
+    layout="as_decoded",
+    prompt=lambda task: "Describe the image in detail.",
+    parse=lambda task, text, context: free_text(text),
+    answer_kinds=("text",),
+    checkpoint="RS",
+    label=CaptionLabel,
+    metric="exact_match",
+    published_answer="A river runs between farmland fields.",
+    docs=TaskDocs("none", _ONE_IMAGE_DOC, "`Describe the image in detail.`", "`text`"),
+)
+SPECS: tuple[TaskSpec[Any], ...] = (VQA, CLASSIFY, GROUND, CAPTION)

@@ -35,89 +35,16 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from string import ascii_uppercase
 from typing import Annotated, Any
 
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, ValidationError
 
 from pocketvl.contracts.common import Strict
 from pocketvl.contracts.messages import REQUEST_ADAPTER, AnyRequest
-from pocketvl.contracts.tasks import MedicalChoiceTask, RSClassifyTask
-from pocketvl.errors import PocketvlError
+from pocketvl.domains.registry import REGISTRY
+from pocketvl.errors import PocketvlError, describe_errors
 
-_MAX_ERRORS_SHOWN = 3
-# Numbers must be JSON numbers: lax pydantic would turn the string "1.5" into a float.
-Number = Annotated[float, Field(strict=True, allow_inf_nan=False)]
 Text = Annotated[str, Field(min_length=1)]
-
-
-class CameraObject(Strict):
-    camera: Text
-    x: Number
-    y: Number
-
-
-class DriveLMLabel(Strict):
-    answer: str
-    choice: Annotated[str, Field(pattern=r"^[A-Z]$")] | None = None
-    objects: list[CameraObject] = Field(default_factory=list)
-
-
-class BDDLabel(Strict):
-    action: str | None = None
-    justification: str | None = None
-    speed: Number | None = None
-    turning_angle: Number | None = None
-
-    @model_validator(mode="after")
-    def _something_to_score(self) -> BDDLabel:
-        if all(
-            v is None for v in (self.action, self.justification, self.speed, self.turning_angle)
-        ):
-            raise ValueError("give at least one of action, justification, speed, turning_angle")
-        return self
-
-
-class AnswerLabel(Strict):
-    answer: str
-
-
-class ClassLabel(Strict):
-    label: Text
-
-
-class GroundLabel(Strict):
-    boxes: list[tuple[Number, Number, Number, Number]] = Field(min_length=1)
-
-    @model_validator(mode="after")
-    def _ordered_corners(self) -> GroundLabel:
-        for x1, y1, x2, y2 in self.boxes:
-            if x2 < x1 or y2 < y1:
-                raise ValueError("boxes are [x1, y1, x2, y2] with x1 <= x2 and y1 <= y2")
-        return self
-
-
-class CaptionLabel(Strict):
-    caption: str
-
-
-class LetterLabel(Strict):
-    letter: Annotated[str, Field(pattern=r"^[A-Z]$")]
-
-
-Label = (
-    DriveLMLabel | BDDLabel | AnswerLabel | ClassLabel | GroundLabel | CaptionLabel | LetterLabel
-)
-LABEL_MODELS: dict[tuple[str, str], type[Label]] = {
-    ("driving", "drivelm"): DriveLMLabel,
-    ("driving", "bdd"): BDDLabel,
-    ("remote_sensing", "vqa"): AnswerLabel,
-    ("remote_sensing", "classify"): ClassLabel,
-    ("remote_sensing", "ground"): GroundLabel,
-    ("remote_sensing", "caption"): CaptionLabel,
-    ("medical", "vqa"): AnswerLabel,
-    ("medical", "choice"): LetterLabel,
-}
 
 
 class _Line(Strict):
@@ -134,7 +61,7 @@ class EvalItem:
     key: str | None
     request: AnyRequest
     payload: dict[str, Any]
-    label: Label
+    label: Strict  # the task spec's label model
 
     @property
     def event_id(self) -> str:
@@ -149,30 +76,6 @@ class EvalItem:
         return self.request.task.type
 
 
-def _describe(exc: ValidationError, where: str | None = None) -> str:
-    parts = [
-        f"{'.'.join([*([where] if where else []), *(str(p) for p in err['loc'])])}: {err['msg']}"
-        for err in exc.errors()[:_MAX_ERRORS_SHOWN]
-    ]
-    more = exc.error_count() - _MAX_ERRORS_SHOWN
-    return "; ".join(parts) + (f"; and {more} more" if more > 0 else "")
-
-
-def _label_fits_request(label: Label, request: AnyRequest) -> None:
-    """Cross-checks a schema cannot express: the gold answer must be one the task allows."""
-    task = request.task
-    if isinstance(task, MedicalChoiceTask) and isinstance(label, LetterLabel):
-        allowed = ascii_uppercase[: len(task.options)]
-        if label.letter not in allowed:
-            raise ValueError(f"label.letter {label.letter!r} is not one of {', '.join(allowed)}")
-    if (
-        isinstance(task, RSClassifyTask)
-        and isinstance(label, ClassLabel)
-        and label.label not in task.labels
-    ):
-        raise ValueError(f"label.label {label.label!r} is not one of the request's labels")
-
-
 def parse_item(text: str, line: int) -> EvalItem:
     """One line to an item; ``ValueError`` says what is wrong (without the line number)."""
     try:
@@ -184,18 +87,18 @@ def parse_item(text: str, line: int) -> EvalItem:
     try:
         parts = _Line.model_validate(raw)
     except ValidationError as exc:
-        raise ValueError(_describe(exc)) from exc
+        raise ValueError(describe_errors(exc)) from exc
     try:
         request = REQUEST_ADAPTER.validate_python(parts.request)
     except ValidationError as exc:
-        raise ValueError(_describe(exc, "request")) from exc
-    model = LABEL_MODELS[(request.domain, request.task.type)]
+        raise ValueError(describe_errors(exc, "request")) from exc
+    spec = REGISTRY.for_task(request.task)
     try:
-        label = model.model_validate(parts.label)
+        label = spec.label.model_validate(parts.label)
     except ValidationError as exc:
-        shape = f"a {request.domain}/{request.task.type} label"
-        raise ValueError(f"{shape}: {_describe(exc, 'label')}") from exc
-    _label_fits_request(label, request)
+        raise ValueError(f"a {spec.key} label: {describe_errors(exc, 'label')}") from exc
+    if spec.check_label is not None:
+        spec.check_label(request.task, label)
     return EvalItem(line, parts.key, request, parts.request, label)
 
 

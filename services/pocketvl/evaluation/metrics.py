@@ -25,23 +25,25 @@ import string
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple, TypeVar
 
-from pocketvl.evaluation.dataset import (
+from pocketvl.contracts.common import Strict
+from pocketvl.domains.labels import (
     AnswerLabel,
     BDDLabel,
     CaptionLabel,
     ClassLabel,
     DriveLMLabel,
     GroundLabel,
-    Label,
     LetterLabel,
 )
+from pocketvl.domains.registry import REGISTRY
+from pocketvl.domains.spec import Metric
 
 Box = tuple[float, float, float, float]
 AnswerMessage = Mapping[str, Any]
-Pair = tuple[Label, AnswerMessage | None]
+Pair = tuple[Strict, AnswerMessage | None]
 BDD_TAUS = (0.1, 0.5, 1.0, 5.0)
 DRIVELM_MATCH_PX = 16.0
-L = TypeVar("L", bound=Label)
+L = TypeVar("L", bound=Strict)
 
 
 class Point(NamedTuple):
@@ -256,7 +258,7 @@ def _score_ground(pairs: Sequence[Pair]) -> dict[str, float]:
     return {"acc@0.5": grounding_acc_at_05(preds, [g.boxes for g, _ in items])}
 
 
-def _one_answer_hit(label: Label, message: AnswerMessage | None) -> bool:
+def _one_answer_hit(label: Strict, message: AnswerMessage | None) -> bool:
     """Whether a one-string answer (vqa, class, caption, option letter) equals its label."""
     match label:
         case AnswerLabel():
@@ -274,15 +276,13 @@ def _one_answer_scorer(metric: str) -> Callable[[Sequence[Pair]], dict[str, floa
     return lambda pairs: {metric: accuracy([_one_answer_hit(g, m) for g, m in pairs])}
 
 
-_SCORERS: dict[tuple[str, str], Callable[[Sequence[Pair]], dict[str, float]]] = {
-    ("driving", "drivelm"): _score_drivelm,
-    ("driving", "bdd"): _score_bdd,
-    ("remote_sensing", "vqa"): _one_answer_scorer("exact_match"),
-    ("remote_sensing", "classify"): _one_answer_scorer("accuracy"),
-    ("remote_sensing", "ground"): _score_ground,
-    ("remote_sensing", "caption"): _one_answer_scorer("exact_match"),
-    ("medical", "vqa"): _one_answer_scorer("exact_match"),
-    ("medical", "choice"): _one_answer_scorer("accuracy"),
+# Keyed by the metric a task spec names.
+SCORERS: dict[Metric, Callable[[Sequence[Pair]], dict[str, float]]] = {
+    "drivelm": _score_drivelm,
+    "bdd": _score_bdd,
+    "exact_match": _one_answer_scorer("exact_match"),
+    "accuracy": _one_answer_scorer("accuracy"),
+    "grounding": _score_ground,
 }
 
 
@@ -294,7 +294,8 @@ def score_task(task_type: str, domain: str, pairs: Sequence[Pair]) -> dict[str, 
     coverage; vqa and caption: exact_match; classify and medical choice: accuracy; ground:
     acc@0.5. A metric with no item to score is left out rather than reported as 0 or NaN.
     """
-    scorer = _SCORERS.get((domain, task_type))
-    if scorer is None:
-        raise ValueError(f"no metrics for {domain}/{task_type}")
-    return scorer(pairs) if pairs else {}
+    try:
+        spec = REGISTRY.get(domain, task_type)
+    except KeyError as exc:
+        raise ValueError(f"no metrics for {domain}/{task_type}") from exc
+    return SCORERS[spec.metric](pairs) if pairs else {}

@@ -1,4 +1,4 @@
-"""The twelve Mini-InternVL2 domain-adaptation checkpoints (internvl_facts.md sections 1, 3, 4).
+"""The twelve Mini-InternVL2 domain-adaptation checkpoints: hub names, LLM backbones, templates.
 
 Sizes on disk are the hub's bf16 weights (1B: one 1.88 GB file; 2B: 4.41 GB; 4B: two shards,
 4.96 + 3.34 GB). Default tile budgets follow the DA evaluations: DriveLM and remote sensing
@@ -11,22 +11,21 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-Backbone = Literal["qwen2", "internlm2", "phi3"]
+from pocketvl.domains.registry import REGISTRY
+from pocketvl.domains.spec import CheckpointFamily
+from pocketvl.vision.templates import BACKBONE_TEMPLATES, SIZE_BACKBONES, Backbone
+
 Size = Literal["1b", "2b", "4b"]
 
+_DISK_GB: dict[Size, float] = {"1b": 1.88, "2b": 4.41, "4b": 8.30}
+# size: (LLM backbone, conversation template, GB on disk)
 SIZES: dict[Size, tuple[Backbone, str, float]] = {
-    # size: (LLM backbone, conversation template, GB on disk)
-    "1b": ("qwen2", "Hermes-2", 1.88),
-    "2b": ("internlm2", "internlm2-chat", 4.41),
-    "4b": ("phi3", "phi3-chat", 8.30),
+    size: (SIZE_BACKBONES[size], BACKBONE_TEMPLATES[SIZE_BACKBONES[size]], gb)
+    for size, gb in _DISK_GB.items()
 }
-# hub spelling, pocketvl domain, tasks served, default max tiles per image
-DOMAINS: dict[str, tuple[str, tuple[str, ...], int]] = {
-    "DriveLM": ("driving", ("drivelm",), 12),
-    "BDD": ("driving", ("bdd",), 1),
-    "RS": ("remote_sensing", ("vqa", "classify", "ground", "caption"), 12),
-    "Medical": ("medical", ("vqa", "choice"), 6),
-}
+# DA checkpoint family (the hub's spelling) -> default max tiles per image. The domain and
+# the tasks each family serves come from the task registry.
+DA_MAX_TILES: dict[CheckpointFamily, int] = {"DriveLM": 12, "BDD": 1, "RS": 12, "Medical": 6}
 
 
 @dataclass(frozen=True)
@@ -53,7 +52,9 @@ class CatalogEntry:
 def _entries() -> tuple[CatalogEntry, ...]:
     out = []
     for size, (backbone, template, gb) in SIZES.items():
-        for da, (domain, tasks, tiles) in DOMAINS.items():
+        for da, tiles in DA_MAX_TILES.items():
+            specs = [spec for spec in REGISTRY if spec.checkpoint == da]
+            domain, tasks = specs[0].domain, tuple(spec.name for spec in specs)
             name = f"Mini-InternVL2-{size.upper()}-DA-{da}"
             out.append(CatalogEntry(name, size, da, domain, tasks, backbone, template, gb, tiles))
     return tuple(out)

@@ -11,17 +11,17 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from safetensors.torch import save_file
 
 from pocketvl.modeltools.tiny_tokenizers import QWEN2_SPECIALS, TOKENIZER_WRITERS, TinyTokenizer
 from pocketvl.serving.full_size import VISION_300M, internvl_chat_config
+from pocketvl.vision.templates import BACKBONE_TEMPLATES, Backbone
 
 __all__ = ["BACKBONE_TEMPLATES", "QWEN2_SPECIALS", "build_tiny_checkpoint"]
 
-BACKBONE_TEMPLATES = {"qwen2": "Hermes-2", "internlm2": "internlm2-chat", "phi3": "phi3-chat"}
 _VISION = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "heads": 4}
 _LLM = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "heads": 4, "kv": 2}
 # Phi-3-mini is multi-head (32/32); InternLM2 and Qwen2 use GQA, which the wqkv split must handle.
@@ -204,9 +204,8 @@ def _llm_config(backbone: str, vocab: int, tok: TinyTokenizer) -> dict[str, Any]
 
 
 def _config(backbone: str, vocab: int, tok: TinyTokenizer) -> dict[str, Any]:
-    return internvl_chat_config(
-        BACKBONE_TEMPLATES[backbone], _vision_config(), _llm_config(backbone, vocab, tok)
-    )
+    template = BACKBONE_TEMPLATES[cast(Backbone, backbone)]  # checked by the caller
+    return internvl_chat_config(template, _vision_config(), _llm_config(backbone, vocab, tok))
 
 
 def _vocab_size(backbone: str, tokenizer_size: int) -> int:

@@ -21,6 +21,7 @@ from pocketvl.serving.checkpoint import (
     checkpoint_info,
     native_config,
 )
+from pocketvl.vision.templates import BACKBONE_TEMPLATES, SIZE_BACKBONES
 
 VISION_300M: dict[str, Any] = {  # InternViT-300M-448px, as the original configs spell it
     "architectures": ["InternVisionModel"],
@@ -102,11 +103,7 @@ _PHI3_MINI_128K = {  # Phi-3-mini-128k-instruct
     "pad_token_id": 32000,
 }
 
-_SIZES = {
-    "1b": (_QWEN2_0_5B, "Hermes-2"),
-    "2b": (_INTERNLM2_1_8B, "internlm2-chat"),
-    "4b": (_PHI3_MINI_128K, "phi3-chat"),
-}
+_LLM_CONFIGS = {"qwen2": _QWEN2_0_5B, "internlm2": _INTERNLM2_1_8B, "phi3": _PHI3_MINI_128K}
 
 
 def internvl_chat_config(
@@ -134,9 +131,10 @@ def internvl_chat_config(
 
 def full_size_config(size: str) -> dict[str, Any]:
     """The original-layout config.json dict of InternVL2-``size`` (``1b``, ``2b`` or ``4b``)."""
-    if size not in _SIZES:
-        raise ValueError(f"unknown size {size!r}; known: {sorted(_SIZES)}")
-    llm, template = _SIZES[size]
+    if size not in SIZE_BACKBONES:
+        raise ValueError(f"unknown size {size!r}; known: {sorted(SIZE_BACKBONES)}")
+    backbone = SIZE_BACKBONES[size]
+    llm, template = _LLM_CONFIGS[backbone], BACKBONE_TEMPLATES[backbone]
     return internvl_chat_config(
         template, dict(VISION_300M), {key: _copy(value) for key, value in llm.items()}
     )

@@ -7,6 +7,7 @@ generation prompt ends with the assistant role. No newline follows the separator
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 IMG_START = "<img>"
 IMG_END = "</img>"
@@ -61,6 +62,16 @@ TEMPLATES = {
         assistant="<|assistant|>\n",
         separator="<|end|>",
     ),
+}
+
+
+# The LLM behind each Mini-InternVL2 size, and the conversation template it was trained with.
+Backbone = Literal["qwen2", "internlm2", "phi3"]
+SIZE_BACKBONES: dict[str, Backbone] = {"1b": "qwen2", "2b": "internlm2", "4b": "phi3"}
+BACKBONE_TEMPLATES: dict[Backbone, str] = {
+    "qwen2": "Hermes-2",
+    "internlm2": "internlm2-chat",
+    "phi3": "phi3-chat",
 }
 
 

@@ -16,9 +16,8 @@ import numpy as np
 from pydantic import ValidationError
 
 from pocketvl.contracts.messages import REQUEST_ADAPTER, AnyRequest
-from pocketvl.errors import DecodeError, DlqReason, SchemaError
+from pocketvl.errors import DecodeError, DlqReason, SchemaError, describe_errors
 
-_MAX_ERRORS_SHOWN = 3
 # A JSON string literal, escapes included: removed before counting brackets, so a "[" in a
 # question does not count as nesting.
 _STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
@@ -59,15 +58,6 @@ def parse_json(value: bytes, max_bytes: int, max_depth: int) -> object:
         raise DecodeError("invalid_json", f"value is not JSON: {exc}") from None
 
 
-def _describe(exc: ValidationError) -> str:
-    parts = [
-        f"{'.'.join(str(p) for p in err['loc']) or '(root)'}: {err['msg']}"
-        for err in exc.errors()[:_MAX_ERRORS_SHOWN]
-    ]
-    more = exc.error_count() - _MAX_ERRORS_SHOWN
-    return "; ".join(parts) + (f"; and {more} more" if more > 0 else "")
-
-
 def _reason(exc: ValidationError) -> DlqReason:
     """Tell an unknown domain or task apart from other schema violations.
 
@@ -98,7 +88,7 @@ def decode_request(
     try:
         request = REQUEST_ADAPTER.validate_python(raw)
     except ValidationError as exc:
-        raise SchemaError(_reason(exc), _describe(exc)) from None
+        raise SchemaError(_reason(exc), describe_errors(exc)) from None
     if request.domain != topic_domain:
         raise SchemaError(
             "domain_mismatch", f"a {request.domain} request on the {topic_domain} topic"

@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Literal
 
-from pocketvl.contracts.common import DOMAINS
 from pocketvl.contracts.messages import DlqHeaders
+from pocketvl.domains.registry import REGISTRY
 
 Headers = list[tuple[str, bytes]]
 TopicKind = Literal["requests", "answers", "dlq"]
@@ -24,18 +24,18 @@ def topic(prefix: str, domain: str, kind: TopicKind) -> str:
 
 def all_topics(prefix: str) -> list[str]:
     kinds: tuple[TopicKind, ...] = ("requests", "answers", "dlq")
-    return [topic(prefix, d, k) for d in DOMAINS for k in kinds]
+    return [topic(prefix, d, k) for d in REGISTRY.domains for k in kinds]
 
 
 def request_topics(prefix: str) -> list[str]:
-    return [topic(prefix, d, "requests") for d in DOMAINS]
+    return [topic(prefix, d, "requests") for d in REGISTRY.domains]
 
 
 def domain_of(prefix: str, topic_name: str) -> str | None:
     """The domain a ``{prefix}.{domain}.requests`` topic belongs to, or None."""
     head, _, rest = topic_name.partition(f"{prefix}.")
     domain, _, kind = rest.rpartition(".")
-    return domain if not head and kind == "requests" and domain in DOMAINS else None
+    return domain if not head and kind == "requests" and domain in REGISTRY.domains else None
 
 
 @dataclass(frozen=True)

@@ -28,13 +28,14 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 
 from pocketvl.contracts.messages import (
     Answer,
+    AnswerBase,
     AnyRequest,
     ModelIdentity,
     Timings,
     TokenCounts,
 )
 from pocketvl.domains.compose import Composed, prepare_inputs
-from pocketvl.domains.parsers import parse_answer
+from pocketvl.domains.registry import REGISTRY
 from pocketvl.errors import DeadLetterError, ImageError, InternalError
 from pocketvl.settings import Route, Settings
 from pocketvl.telemetry import WorkerMetrics
@@ -184,7 +185,7 @@ class Pipeline:
         progress.stage = "infer"
         result, hit, infer_ms = self._generate(request, route, images, composed)
         progress.stage = "postprocess"
-        status, typed = parse_answer(request.task, result.text, composed.context)
+        status, typed = REGISTRY.parse(request.task, result.text, composed.context)
         span.set_attribute("pocketvl.cache.hit", hit)
         span.set_attribute("pocketvl.route", route_key)
         answer = Answer(
@@ -280,7 +281,7 @@ class Pipeline:
     def _retrying(self, policy: RetryPolicy, call: Callable[[], T]) -> T:
         return with_retries(call, policy, self.sleep)
 
-    def _answer_record(self, record: InboundRecord, answer: Answer) -> OutboundRecord:
+    def _answer_record(self, record: InboundRecord, answer: AnswerBase) -> OutboundRecord:
         headers = cloudevent_headers(
             answer_event_id(answer.event_id),
             "/pocketvl/worker",

@@ -1,0 +1,1 @@
+"""Contract tests: schemas, Triton configs and docs tables checked against their source."""
