@@ -1,4 +1,6 @@
-# pocketvl worker image (CPU). Not built in CI: development machines have no Docker engine.
+# pocketvl worker image, from the base install only: no torch, transformers or local-stack
+# wheels (the Triton model runs in Triton's own image). Not built in CI: development
+# machines have no Docker engine; tests/contract/test_installs.py checks what it installs.
 FROM python:3.11-slim
 RUN apt-get update && apt-get install -y --no-install-recommends fonts-dejavu-core \
     && rm -rf /var/lib/apt/lists/*

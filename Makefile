@@ -35,6 +35,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check services tests bench model_repository
 	$(BIN)/ruff format --check services tests bench model_repository
 	$(BIN)/mypy services tests bench
+	$(BIN)/lint-imports --no-cache
 
 format: $(STAMP)
 	$(BIN)/ruff format services tests bench model_repository

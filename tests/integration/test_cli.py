@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from pocketvl.devstack.processes import free_port
+from pocketvl.devstack.processes import free_ports
 from pocketvl.devstack.stack import StackState
 from pocketvl.settings import Settings
 from tests.conftest import REPO
@@ -31,6 +31,21 @@ def pocketvl(
         env={**os.environ, **(env or {})},
         check=False,
     )
+
+
+# The worker's base install has none of these (they are the `serving` and `devstack` extras):
+# the worker is run with every one of them made unimportable.
+SERVING_ONLY = ("torch", "transformers", "tokenizers", "safetensors", "sentencepiece", "pytriton")
+_BLOCKED_LAUNCH = f"""
+import sys
+class Blocked:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in {SERVING_ONLY!r}:
+            raise ImportError("the worker imported " + name)
+sys.meta_path.insert(0, Blocked())
+from pocketvl.cli.main import main
+sys.exit(main(sys.argv[1:]))
+"""
 
 
 def settings_env(settings: Settings) -> dict[str, str]:
@@ -66,8 +81,25 @@ def test_produce_worker_tail(settings: Settings, tmp_path: Path) -> None:
     assert produced.returncode == 0, produced.stderr
     assert produced.stdout.strip() == "cli-1"
 
-    worked = pocketvl("worker", "--max-records", "1", "--idle-timeout", "60", env=env)
-    assert worked.returncode == 0, worked.stderr
+    worked = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            _BLOCKED_LAUNCH,
+            "worker",
+            "--max-records",
+            "1",
+            "--idle-timeout",
+            "60",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=REPO,
+        env={**os.environ, **env},
+        check=False,
+    )
+    assert worked.returncode == 0, worked.stderr  # it never imported torch or transformers
     assert "processed 1 records, 0 to the DLQ" in worked.stdout
 
     tailed = pocketvl("tail", "--json", "--count", "1", "--timeout", "20", env=env)
@@ -97,7 +129,7 @@ def test_cli_errors_say_what_to_fix(tmp_path: Path) -> None:
     assert worker.returncode == 2
     assert "topic_prefix" in worker.stderr
     no_broker = {
-        "POCKETVL_KAFKA__BOOTSTRAP_SERVERS": f"127.0.0.1:{free_port()}",
+        "POCKETVL_KAFKA__BOOTSTRAP_SERVERS": f"127.0.0.1:{free_ports(1)[0]}",
         "POCKETVL_KAFKA__BOOTSTRAP_TIMEOUT_MS": "1000",
     }
     image = tmp_path / "ok.png"

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from pocketvl.devstack.processes import free_port
+from pocketvl.devstack.processes import free_ports
 from pocketvl.errors import PocketvlError
 from pocketvl.modeltools.catalog import find
 from pocketvl.modeltools.fetch import fetch_checkpoint
@@ -36,7 +36,7 @@ def test_fetch_from_a_hub_mirror_then_verify(tmp_path: Path, checkpoint_root: Pa
 
 def test_fetch_from_an_unreachable_hub_says_what_to_do(tmp_path: Path) -> None:
     with pytest.raises(PocketvlError, match="--endpoint"):
-        fetch_checkpoint(ENTRY, tmp_path, endpoint=f"http://127.0.0.1:{free_port()}")
+        fetch_checkpoint(ENTRY, tmp_path, endpoint=f"http://127.0.0.1:{free_ports(1)[0]}")
 
 
 def test_cli_fetch_and_verify(tmp_path: Path, checkpoint_root: Path) -> None:

@@ -15,7 +15,7 @@ from pocketvl.adapters.kafka_broker import (
     ensure_topics,
 )
 from pocketvl.adapters.redis_store import RedisDoneStore, RedisResultCache, connect
-from pocketvl.devstack.processes import free_port
+from pocketvl.devstack.processes import free_ports
 from pocketvl.errors import RecordRefused
 from pocketvl.settings import RedisSettings, Settings
 from pocketvl.worker.envelope import InboundRecord, OutboundRecord
@@ -76,7 +76,9 @@ def test_redis_entries_expire_and_bad_entries_are_misses(settings: Settings) -> 
 
 
 def test_redis_down_degrades_to_no_cache_and_not_seen() -> None:
-    client = connect(RedisSettings(url=f"redis://127.0.0.1:{free_port()}/0", socket_timeout_s=0.5))
+    client = connect(
+        RedisSettings(url=f"redis://127.0.0.1:{free_ports(1)[0]}/0", socket_timeout_s=0.5)
+    )
     cache, done = RedisResultCache(client, 60), RedisDoneStore(client, 60, "pv")
     assert cache.get("k") is None
     cache.put("k", RESULT)  # no exception: the answer still goes out

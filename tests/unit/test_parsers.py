@@ -30,7 +30,8 @@ from pocketvl.domains.medical import MedicalChoiceTask, MedicalVqaTask
 from pocketvl.domains.registry import REGISTRY
 from pocketvl.domains.remote_sensing import RSCaptionTask, RSClassifyTask, RSGroundTask, RSVqaTask
 from pocketvl.domains.spec import ParseContext
-from pocketvl.vision.stitch import CAMERAS, camera_to_stitched
+from pocketvl.vision.stitch import CAMERAS
+from tests.support.stitch_geometry import camera_to_stitched
 
 parse_answer = REGISTRY.parse
 
@@ -77,7 +78,7 @@ def assert_unparsed(task: AnyTask, text: str, context: ParseContext = NO_SIZES) 
 # --- DriveLM ---------------------------------------------------------------------------
 
 
-def test_drivelm_refs_become_camera_pixels_by_the_facts_formula() -> None:
+def test_drivelm_refs_become_camera_pixels_by_the_stitch_geometry() -> None:
     text = (
         "There is a car <c1,CAM_FRONT,[512.3,420]> ahead and a truck <c2,CAM_BACK_LEFT,[100,700]>."
     )
@@ -119,7 +120,7 @@ def test_drivelm_uses_the_given_camera_size() -> None:
 @pytest.mark.parametrize(
     "text",
     [
-        "Native <c1,CAM_FRONT,1088.3,497.5> stays.",  # already pixels (facts 6.8)
+        "Native <c1,CAM_FRONT,1088.3,497.5> stays.",  # already pixels, as DriveLM writes them
         "Unknown <c1,CAM_ROOF,[500,500]> camera.",
         "Overflow <c1,CAM_FRONT,[1e999,5]> point.",
     ],

@@ -10,14 +10,14 @@ from PIL import Image
 from pocketvl.vision.stitch import (
     CAMERAS,
     LABEL_COLOUR,
-    camera_to_stitched,
+    VIDEO_FRAME_MAX_TILES,
     load_label_font,
-    preprocess_video_frames,
     stitch_drivelm_views,
     stitched_to_camera,
     video_frame_prefix,
 )
-from pocketvl.vision.tiling import tiles_uint8
+from pocketvl.vision.tiling import preprocess_image, tiles_uint8
+from tests.support.stitch_geometry import camera_to_stitched
 
 # One solid colour per camera, none of them near the magenta of the labels.
 COLOURS = {
@@ -173,7 +173,8 @@ def test_video_frame_prefix() -> None:
 
 def test_video_frames_are_one_tile_each_without_thumbnail() -> None:
     frames = [Image.new("RGB", (1280, 720), (i * 40, 0, 0)) for i in range(3)]
-    batch = preprocess_video_frames(frames)
+    # what the model does with a video layout: each frame under the layout's tile cap
+    batch = np.concatenate([preprocess_image(f, VIDEO_FRAME_MAX_TILES) for f in frames])
     assert batch.shape == (3, 3, 448, 448)
     red = (np.array([0, 40, 80]) / 255 - 0.485) / 0.229
     np.testing.assert_allclose(batch[:, 0, 100, 100], red, atol=1e-5)

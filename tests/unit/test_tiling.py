@@ -16,13 +16,12 @@ from pocketvl.vision.tiling import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     Grid,
-    normalize_tiles,
     preprocess_image,
     resize_as_trained,
     select_tile_grid,
-    tile_image,
     tiles_uint8,
 )
+from tests.support.reference_tiling import normalize_tiles, tile_image
 from tests.support.samples import road_scene
 
 
@@ -37,7 +36,7 @@ from tests.support.samples import road_scene
         ((512, 512), Grid(1, 1)),
     ],
 )
-def test_worked_examples_from_the_facts_file(size: tuple[int, int], grid: Grid) -> None:
+def test_worked_examples_of_the_published_tiling(size: tuple[int, int], grid: Grid) -> None:
     assert select_tile_grid(*size, max_tiles=12) == grid
 
 

@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 from pydantic import ValidationError
 
+from pocketvl.cli.extras import require_extra
 from pocketvl.cli.models import add_models_parser, cmd_models
 from pocketvl.devstack import paths
 from pocketvl.domains.registry import REGISTRY, Registry
@@ -39,6 +40,8 @@ def cmd_stack(args: argparse.Namespace) -> int:
 
     run_dir = paths.home() / "stack"
     if args.action == "up":
+        require_extra("devstack", "stack up")
+        require_extra("serving", "stack up")  # it builds the tiny checkpoints
         if (run_dir / "stack.json").exists() and any(status(StackState.load(run_dir)).values()):
             raise PocketvlError("a local stack is already running: `pocketvl stack down` first")
         stack = LocalStack(
@@ -212,6 +215,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    require_extra("devstack", "demo")
+    require_extra("serving", "demo")
     from pocketvl.cli.demo import run_demo
 
     return run_demo()

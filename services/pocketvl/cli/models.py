@@ -8,13 +8,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from pocketvl.cli.extras import require_extra
 from pocketvl.devstack import paths
 from pocketvl.errors import PocketvlError
 
 
 def cmd_models(args: argparse.Namespace) -> int:
     from pocketvl.modeltools import catalog
-    from pocketvl.modeltools import repository as model_repo
 
     if args.action == "list":
         columns = ("checkpoint", "hub id", "LLM", "template", "GB", "tiles")
@@ -29,19 +29,12 @@ def cmd_models(args: argparse.Namespace) -> int:
         print(json.dumps(catalog.routes_for(args.size), indent=2))
         return 0
     if args.action == "repository":
-        options = model_repo.RepositoryOptions(
-            kind=args.kind,
-            dtype=args.dtype,
-            instances=args.instances,
-            max_batch_size=args.max_batch_size,
-            dummy_weights=args.dummy_weights,
-        )
-        for path in model_repo.write_repository(Path(args.out), options):
-            print(f"wrote {path}")
-        return 0
+        return _cmd_repository(args)
     if args.action in ("verify", "fetch") and not args.target:
         what = "a checkpoint directory" if args.action == "verify" else "a catalog name"
         raise PocketvlError(f"models {args.action} needs {what} (see `pocketvl models list`)")
+    if args.action in ("verify", "fetch"):
+        require_extra("serving", f"models {args.action}")
     if args.action == "verify":
         from pocketvl.modeltools.verify import verify_checkpoint
 
@@ -61,6 +54,28 @@ def cmd_models(args: argparse.Namespace) -> int:
         print(f"{entry.hub_id} -> {path}")
         return 0
     print(f"tiny checkpoints in {paths.ensure_tiny_checkpoints()}")
+    return 0
+
+
+def _cmd_repository(args: argparse.Namespace) -> int:
+    from pocketvl.modeltools import repository as model_repo
+
+    options = model_repo.RepositoryOptions(
+        kind=args.kind,
+        dtype=args.dtype,
+        instances=args.instances,
+        max_batch_size=args.max_batch_size,
+        dummy_weights=args.dummy_weights,
+    )
+    if args.check:
+        stale = model_repo.repository_drift(Path(args.out), options)
+        if stale:
+            print(f"{args.out}: out of date: {', '.join(stale)} (rerun without --check)")
+            return 1
+        print(f"{args.out}: up to date")
+        return 0
+    for path in model_repo.write_repository(Path(args.out), options):
+        print(f"wrote {path}")
     return 0
 
 
@@ -84,4 +99,7 @@ def add_models_parser(sub: Any, handler: Callable[[argparse.Namespace], int]) ->
     models.add_argument("--instances", type=int, default=1)
     models.add_argument("--max-batch-size", type=int, default=4)
     models.add_argument("--dummy-weights", action="store_true", help="random full-size weights")
+    models.add_argument(
+        "--check", action="store_true", help="repository: only say whether --out is up to date"
+    )
     models.set_defaults(func=handler)

@@ -21,7 +21,7 @@ MediaType = Literal[
 ]
 VIDEO_MEDIA_TYPES: Final = ("video/mp4", "video/webm", "video/quicktime")
 
-# The six nuScenes cameras of a DriveLM request (internvl_facts.md section 2.4).
+# The six nuScenes cameras of a DriveLM request, in the stitch's order (front row, back row).
 DRIVELM_CAMERAS: Final = (
     "CAM_FRONT_LEFT",
     "CAM_FRONT",

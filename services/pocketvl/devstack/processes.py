@@ -13,11 +13,6 @@ from pathlib import Path
 from pocketvl.errors import StackError
 
 
-def free_port() -> int:
-    """A port that was free on 127.0.0.1 a moment ago."""
-    return free_ports(1)[0]
-
-
 def free_ports(count: int) -> list[int]:
     """``count`` distinct ports that were free on 127.0.0.1 a moment ago.
 

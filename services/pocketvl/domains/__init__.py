@@ -1,1 +1,1 @@
-"""Domain adapters: how each task is asked of its DA checkpoint."""
+"""The task registry and each domain's tasks: models, prompts, layouts, parsers."""

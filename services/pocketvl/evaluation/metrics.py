@@ -1,6 +1,6 @@
 """Scores of answers against labels, as the published DA evaluations compute them (pure).
 
-Sources (``internvl_facts.md`` section 3):
+Sources (the published evaluation code of each benchmark):
 
 - DIOR-RSVG (InternVL ``eval/rs_det``): the answer's first box against the first gold box,
   IoU with the "+1 pixel" convention, correct when IoU > 0.5; no box counts as wrong.
@@ -13,7 +13,7 @@ Sources (``internvl_facts.md`` section 3):
   scope: its GPT score and language metrics (BLEU, ROUGE-L, CIDEr), hence captions by exact
   match only and BDD action/justification texts not at all.
 
-Predictions come from answer messages (``/tmp/answers_spec.md``): the typed ``answer``
+Predictions come from answer messages (``schemas/answer.schema.json``): the typed ``answer``
 when ``status`` is ``ok``. An unparsed, dead-lettered or missing answer, or one of a kind
 the task does not produce, is "no prediction", which counts as wrong.
 """

@@ -1,10 +1,10 @@
 """Full-size InternVL2 architectures with random weights, for memory and speed checks.
 
 ``full_size_config`` writes the ORIGINAL-layout ``config.json`` dict of InternVL2-1B/2B/4B with
-the real dimensions (facts file, section 1.1), so the same translation code that serves real
-checkpoints builds the model; ``build_random_model`` then instantiates it with transformers'
-random init directly in the requested dtype and device, no safetensors involved. Values marked
-UNCONFIRMED below were not read from the hub configs.
+the real dimensions (those of the published ``config.json`` files), so the same translation
+code that serves real checkpoints builds the model; ``build_random_model`` then instantiates
+it with transformers' random init directly in the requested dtype and device, no safetensors
+involved. Values marked UNCONFIRMED below were not read from the hub configs.
 """
 
 from __future__ import annotations
@@ -92,7 +92,7 @@ _PHI3_MINI_128K = {  # Phi-3-mini-128k-instruct
     "max_position_embeddings": 131072,
     "original_max_position_embeddings": 4096,
     "rope_theta": 10000.0,
-    # UNCONFIRMED placeholders: the real 48 short/long factors are not in the facts file.
+    # Placeholders: the real 48 short/long factors are not reproduced here (random weights).
     "rope_scaling": {"type": "su", "short_factor": [1.0] * 48, "long_factor": [1.0] * 48},
     "sliding_window": 262144,
     "rms_norm_eps": 1e-5,
@@ -109,7 +109,7 @@ _LLM_CONFIGS = {"qwen2": _QWEN2_0_5B, "internlm2": _INTERNLM2_1_8B, "phi3": _PHI
 def internvl_chat_config(
     template: str, vision: dict[str, Any], llm: dict[str, Any]
 ) -> dict[str, Any]:
-    """An original-layout ``config.json`` with the values the DA fine-tunes write (facts 4.2)."""
+    """An original-layout ``config.json`` with the values the DA fine-tunes write."""
     return {
         "architectures": ["InternVLChatModel"],
         "model_type": "internvl_chat",

@@ -1,22 +1,20 @@
 """Several pictures as one model input: the DriveLM six-camera stitch and video frames.
 
-DriveLM (internvl_facts.md section 2.4) is not fed as six images: the six nuScenes cameras
+DriveLM is not fed as six images: the six nuScenes cameras
 are stitched into one 2688x896 picture, exactly as InternVL's ``images_stitching.py`` did,
 and the model answers with points normalised to 0-1000 over that whole picture. The
-coordinate helpers map those points to and from per-camera pixels. Video (section 2.3) is
+coordinate helpers map those points to and from per-camera pixels. Video is
 one 448x448 tile per frame behind a ``Frame1: <image>`` style prefix.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import NamedTuple
 
-import numpy as np
-import numpy.typing as npt
 from PIL import Image, ImageDraw, ImageFont
 
-from pocketvl.vision.tiling import preprocess_image, resize_as_trained
+from pocketvl.vision.tiling import resize_as_trained
 
 # Stitch layout, row-major: row 0 looks forward, row 1 backward.
 CAMERA_ROWS = (
@@ -114,40 +112,18 @@ def stitched_to_camera(
     )
 
 
-def camera_to_stitched(
-    camera: str, x_px: float, y_px: float, camera_size: tuple[int, int] = CAMERA_SIZE
-) -> tuple[float, float]:
-    """Per-camera pixels as a model point, 0-1000 over the whole stitch (not rounded).
-
-    For questions that mention objects. Whether DriveLM's questions carry integer or
-    decimal 0-1000 values is unconfirmed, so rounding is left to the caller.
-    """
-    col, row = camera_cell(camera)
-    width, height = camera_size
-    x = col * VIEW_SIZE[0] + x_px / width * VIEW_SIZE[0]
-    y = row * VIEW_SIZE[1] + y_px / height * VIEW_SIZE[1]
-    return x / STITCHED_SIZE[0] * 1000, y / STITCHED_SIZE[1] * 1000
-
-
 def video_frame_prefix(n_frames: int) -> str:
     """``Frame1: <image>\\nFrame2: <image>\\n...`` to put before the question.
 
     The model card's and paper's form. InternVL's training video loader writes
     ``Frame-1: <image>`` instead, but only for samples loaded as video, and the BDD
     training data (not published) may just as well have been multi-image samples written
-    like the model card; which form the DA-BDD models saw is unconfirmed (facts 2.3, 3.2).
+    like the model card; which form the DA-BDD models saw is not published.
     The card's form is what users of these checkpoints send, so it is the one used here.
     """
     if n_frames < 1:
         raise ValueError(f"need at least one frame, got {n_frames}")
     return "".join(VIDEO_FRAME_LABEL.format(index=i) for i in range(1, n_frames + 1))
-
-
-def preprocess_video_frames(frames: Sequence[Image.Image]) -> npt.NDArray[np.float32]:
-    """One normalised 448x448 tile per frame (no thumbnail): float32 (n_frames, 3, 448, 448)."""
-    if not frames:
-        raise ValueError("need at least one frame")
-    return np.concatenate([preprocess_image(f, VIDEO_FRAME_MAX_TILES) for f in frames])
 
 
 def _camera_at(x_norm: float, y_norm: float) -> str:

@@ -1,4 +1,5 @@
-"""InternVL2 conversation templates, as the DA checkpoints were trained (facts section 1.4).
+"""InternVL2 conversation templates, as the DA checkpoints were trained (each checkpoint's
+``config.json`` names its ``template``).
 
 MPT style: system block + separator, then ``role + message + separator`` per turn, and the
 generation prompt ends with the assistant role. No newline follows the separator.
@@ -13,7 +14,7 @@ IMG_START = "<img>"
 IMG_END = "</img>"
 IMG_CONTEXT = "<IMG_CONTEXT>"
 IMAGE_PLACEHOLDER = "<image>"
-# InternVL's special tokens, added to every LLM tokenizer (facts section 1.4).
+# InternVL's special tokens, added to every LLM tokenizer.
 INTERNVL_SPECIAL_TOKENS = (
     IMG_START,
     IMG_END,

@@ -1,18 +1,15 @@
-"""InternVL2 dynamic high-resolution tiling, exactly as trained (internvl_facts.md section 2.1).
+"""InternVL2 dynamic high-resolution tiling, exactly as trained (InternVL's ``dynamic_preprocess``).
 
 The image is resized to a grid of 448-pixel tiles whose aspect ratio is closest to the
 image's, split row-major, and followed by a 448x448 thumbnail when there is more than one
 tile. Each tile is scaled to [0, 1] and normalised with ImageNet statistics.
 
-Two paths give the same pixels:
-
-- ``preprocess_image`` (what the engine should call): each target size resized once, the
-  grid split into tiles as array views and written straight into one float32 batch; the
-  resizes run on two threads, since Pillow releases the GIL while it resamples.
-- ``tile_image`` + ``normalize_tiles``: the plain per-tile reference, as InternVL's dataset
-  code reads (kept for the tests and for callers not yet on ``preprocess_image``).
-
-Both resample with ``resize_as_trained``: Pillow's BICUBIC, horizontal pass first.
+``preprocess_image`` resizes each target size once, splits the grid into tiles as array
+views and writes them straight into one float32 batch; the resizes run on two threads, since
+Pillow releases the GIL while it resamples. It resamples with ``resize_as_trained``:
+Pillow's BICUBIC, horizontal pass first. The tests hold the plain per-tile reference
+(``tests/support/reference_tiling.py``, as InternVL's dataset code reads) and check that
+both give the same pixels.
 """
 
 from __future__ import annotations
@@ -105,36 +102,14 @@ def resize_as_trained(image: Image.Image, size: Size) -> Image.Image:
     return image
 
 
-def tile_image(
-    image: Image.Image, max_tiles: int, use_thumbnail: bool = True, tile_size: int = TILE_SIZE
-) -> list[Image.Image]:
-    """Split an RGB image into tiles (row-major) plus the thumbnail when there are several."""
-    grid = select_tile_grid(image.width, image.height, max_tiles, tile_size=tile_size)
-    resized = resize_as_trained(image, (grid.cols * tile_size, grid.rows * tile_size))
-    tiles = [
-        resized.crop((c * tile_size, r * tile_size, (c + 1) * tile_size, (r + 1) * tile_size))
-        for r in range(grid.rows)
-        for c in range(grid.cols)
-    ]
-    if use_thumbnail and len(tiles) > 1:
-        tiles.append(resize_as_trained(image, (tile_size, tile_size)))
-    return tiles
-
-
-def normalize_tiles(tiles: list[Image.Image]) -> npt.NDArray[np.float32]:
-    """Stack tiles into float32 (N, 3, H, W), scaled to [0, 1] and ImageNet-normalised."""
-    batch = np.stack([np.asarray(t.convert("RGB"), dtype=np.float32) for t in tiles])
-    batch = (batch / 255.0 - IMAGENET_MEAN) / IMAGENET_STD
-    return np.ascontiguousarray(batch.transpose(0, 3, 1, 2), dtype=np.float32)
-
-
 def preprocess_image(
     image: Image.Image, max_tiles: int, use_thumbnail: bool = True
 ) -> npt.NDArray[np.float32]:
     """The model's pixel input for one image: float32 (N, 3, 448, 448), thumbnail last.
 
-    Same values as ``normalize_tiles(tile_image(...))``: the uint8 tiles are identical and
-    the arithmetic is torchvision's (ToTensor's /255, then Normalize), in the same order.
+    Same values as the plain per-tile reference (crop each tile, stack, normalise): the uint8
+    tiles are identical and the arithmetic is torchvision's (ToTensor's /255, then
+    Normalize), in the same order.
     """
     with ThreadPoolExecutor(max_workers=_THREADS) as pool:
         tiles = _uint8_tile_views(pool, image, max_tiles, use_thumbnail)

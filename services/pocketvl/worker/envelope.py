@@ -1,4 +1,5 @@
-"""Topics, headers and record shapes (DESIGN.md section 3). Pure functions, no Kafka client."""
+"""Topics, headers and record shapes: ``{prefix}.{domain}.requests|answers|dlq``, CloudEvents
+headers (``ce_*``) and trace context. Pure functions, no Kafka client."""
 
 from __future__ import annotations
 
