@@ -119,7 +119,8 @@ class ImageStoreSettings(Section):
     https_hosts: list[str] = Field(default_factory=list)
     # ... plain http:// only from these hosts: local mirrors and tests, never the internet.
     http_hosts: list[str] = Field(default_factory=list)
-    # ... s3://bucket/key only for these buckets, signed (SigV4) with the AWS_* env credentials.
+    # ... s3://bucket/key only for these buckets, signed (SigV4) with credentials from
+    # botocore's default chain (env, shared files / AWS_PROFILE, web identity, IMDS).
     s3_buckets: list[str] = Field(default_factory=list)
     s3_endpoint: str | None = Field(
         default=None, description="http(s)://host[:port]; default https://s3.<region>.amazonaws.com"
@@ -129,10 +130,21 @@ class ImageStoreSettings(Section):
         default=10.0, gt=0, description="whole fetch, first to last byte"
     )
     ca_file: Path | None = Field(default=None, description="PEM CAs trusted on top of the system's")
+    # A listed DNS name that resolves to loopback, link-local or private addresses is
+    # refused unless it is named here (an in-cluster store such as "minio"): exact names.
+    private_hosts: list[str] = Field(default_factory=list)
     # A store that is down or slow (5xx, 429, timeouts) is retried with jittered backoff.
     max_attempts: int = Field(default=3, ge=1)
     backoff_initial_s: float = Field(default=0.2, ge=0)
     backoff_max_s: float = Field(default=5.0, ge=0)
+
+    @field_validator("private_hosts")
+    @classmethod
+    def _host_names(cls, hosts: list[str]) -> list[str]:
+        for host in hosts:
+            if not host or any(char in host for char in "/@*?#: "):
+                raise ValueError(f"private host {host!r} must be a bare host name")
+        return [host.lower() for host in hosts]
 
     @field_validator("https_hosts", "http_hosts")
     @classmethod

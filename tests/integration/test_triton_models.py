@@ -39,10 +39,16 @@ def test_concurrent_requests_are_batched_and_equal_to_single_runs(
     triton = TritonInference(settings.triton)
     alone = [ask(triton, model, i) for i in range(len(IMAGES))]
     before = _batch_sizes(triton, model)
-    with ThreadPoolExecutor(max_workers=len(IMAGES)) as pool:
-        together = list(pool.map(lambda i: ask(triton, model, i), range(len(IMAGES))))
-    assert together == alone
-    grown = {size: n - before.get(size, 0) for size, n in _batch_sizes(triton, model).items()}
+    # Whether the dynamic batcher coalesces a round depends on arrival times on a busy
+    # machine, so up to five rounds are sent; every one must equal the single runs.
+    for _ in range(5):
+        with ThreadPoolExecutor(max_workers=len(IMAGES)) as pool:
+            together = list(pool.map(lambda i: ask(triton, model, i), range(len(IMAGES))))
+        assert together == alone
+        now = _batch_sizes(triton, model)
+        grown = {size: n - before.get(size, 0) for size, n in now.items()}
+        if any(size > 1 and n > 0 for size, n in grown.items()):
+            break
     assert any(size > 1 and n > 0 for size, n in grown.items()), grown
     triton.close()
 

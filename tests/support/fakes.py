@@ -71,6 +71,9 @@ class InMemoryImageStore:
             raise ImageError("image_unreachable", f"{uri}: not found")
         return self.objects[uri][: max_bytes + 1]
 
+    def close(self) -> None:
+        self.objects.clear()
+
 
 class InMemorySource:
     """Batches handed out one per poll; commits remembered per partition."""

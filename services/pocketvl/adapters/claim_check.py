@@ -2,60 +2,40 @@
 
 Each store reads only configured places (the worker checks caps and sha256 on top,
 :mod:`pocketvl.worker.images`): ``file://`` under ``file_roots`` (regular files only, no
-traversal, no symlink escapes);
-``https://`` / ``http://`` from the exact ``https_hosts`` / ``http_hosts`` entries (no
-userinfo, unlisted ports or IP literals, no redirects followed, no proxies); ``s3://bucket/key``
-for ``s3_buckets`` only, path-style on ``s3_endpoint`` and SigV4-signed. Network fetches have
-one deadline for the whole body and stop reading at the cap.
+traversal, no symlink escapes); ``https://`` / ``http://`` from the exact ``https_hosts`` /
+``http_hosts`` entries (no userinfo, unlisted ports or IP literals); ``s3://bucket/key`` for
+``s3_buckets`` only, path-style on ``s3_endpoint``, SigV4-signed by botocore with the
+credentials its default chain finds. Network fetches go through
+:mod:`pocketvl.adapters.guarded_http`: non-public addresses refused unless the host is that
+IP literal, ``localhost`` or listed in ``private_hosts``; no redirects or proxies; one
+deadline for the whole body; reading stopped at the cap.
 """
 
 from __future__ import annotations
 
 import errno
-import http.client
 import os
-import ssl
 import stat
-import time
-from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote, unquote, urlparse, urlsplit
 
-from pocketvl.adapters.s3_signing import S3Credentials, sign_s3_get
+import botocore.session
+from botocore.auth import S3SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.exceptions import BotoCoreError, ClientError
+
+from pocketvl.adapters.guarded_http import DEFAULT_PORTS, GuardedGetter, HttpTarget
 from pocketvl.errors import ImageError, ImageUnavailable
 from pocketvl.settings import ImageStoreSettings
 from pocketvl.worker.ports import ImageStore
 
-DEFAULT_PORTS = {"http": 80, "https": 443}
-CHUNK_BYTES = 64 * 1024
-
-
-@dataclass(frozen=True)
-class HttpTarget:
-    """Where one GET goes; ``path`` is already percent-encoded (with any query)."""
-
-    scheme: str
-    host: str
-    port: int
-    path: str = "/"
-
-    @property
-    def host_name(self) -> str:
-        return f"[{self.host}]" if ":" in self.host else self.host  # IPv6 literal
-
-    @property
-    def netloc(self) -> str:
-        """The ``Host`` header value: the port only when it is not the scheme's default."""
-        default = self.port == DEFAULT_PORTS[self.scheme]
-        return self.host_name if default else f"{self.host_name}:{self.port}"
-
-    def allowlist_names(self) -> set[str]:
-        """Entries that allow this target: ``host:port``, or bare ``host`` on the default port."""
-        names = {f"{self.host_name}:{self.port}"}
-        if self.port == DEFAULT_PORTS[self.scheme]:
-            names.add(self.host_name)
-        return names
+CREDENTIAL_SOURCES = (
+    "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, a shared credentials or config file profile "
+    "(AWS_PROFILE), a web identity token (AWS_WEB_IDENTITY_TOKEN_FILE + AWS_ROLE_ARN), "
+    "container or instance metadata"
+)
 
 
 class FileStore:
@@ -63,6 +43,9 @@ class FileStore:
 
     def __init__(self, roots: list[Path]) -> None:
         self.roots = [root.resolve() for root in roots]
+
+    def close(self) -> None:
+        """Nothing pooled: each fetch opens and closes its file."""
 
     def fetch(self, uri: str, max_bytes: int) -> bytes:
         """Read a regular file under a root. The type is checked on the opened descriptor
@@ -95,49 +78,20 @@ class FileStore:
         return path
 
 
-class _Getter:
-    """One GET, no redirects or proxies; at most cap + 1 bytes within one deadline."""
-
-    def __init__(self, settings: ImageStoreSettings) -> None:
-        self.timeout_s = settings.fetch_timeout_s
-        # Verification stays on; a private CA is trusted in addition to the system's.
-        self.tls = ssl.create_default_context()
-        if settings.ca_file is not None:
-            self.tls.load_verify_locations(cafile=settings.ca_file)
-
-    def get(self, target: HttpTarget, headers: dict[str, str], label: str, cap: int) -> bytes:
-        timeout = self.timeout_s
-        connection: http.client.HTTPConnection
-        if target.scheme == "https":
-            connection = http.client.HTTPSConnection(
-                target.host, target.port, timeout=timeout, context=self.tls
-            )
-        else:
-            connection = http.client.HTTPConnection(target.host, target.port, timeout=timeout)
-        try:
-            connection.request("GET", target.path, headers=headers)
-            response = connection.getresponse()
-            _check_response(response, label, cap)
-            return _read_capped(response, cap + 1, time.monotonic() + timeout)
-        except ssl.SSLError as exc:  # an untrusted certificate will not heal by retrying
-            raise ImageError("image_unreachable", f"cannot fetch {label}: {exc!r}") from exc
-        except (OSError, http.client.HTTPException) as exc:
-            raise ImageUnavailable("image_unavailable", f"cannot fetch {label}: {exc!r}") from exc
-        finally:
-            connection.close()
-
-
 class WebStore:
     """``https://`` (or plain ``http://``) references from the exact listed ``host[:port]``."""
 
     def __init__(self, scheme: str, hosts: list[str], settings: ImageStoreSettings) -> None:
         self.scheme = scheme
         self.hosts = set(hosts)
-        self.getter = _Getter(settings)
+        self.getter = GuardedGetter(settings)
 
     def fetch(self, uri: str, max_bytes: int) -> bytes:
         label = uri.partition("?")[0]  # a query may hold tokens: keep it out of DLQ text
         return self.getter.get(self._allowed_target(uri), {}, label, max_bytes)
+
+    def close(self) -> None:
+        self.getter.close()
 
     def _allowed_target(self, uri: str) -> HttpTarget:
         if any(ord(char) <= 0x20 or ord(char) == 0x7F for char in uri):
@@ -164,8 +118,8 @@ class S3Store:
     def __init__(self, settings: ImageStoreSettings) -> None:
         self.buckets = set(settings.s3_buckets)
         self.region = settings.s3_region
-        self.credentials = S3Credentials.from_env(os.environ)
-        self.getter = _Getter(settings)
+        self.credentials, self.no_credentials = default_credentials()
+        self.getter = GuardedGetter(settings)
         endpoint = urlsplit(settings.s3_endpoint or f"https://s3.{self.region}.amazonaws.com")
         self.endpoint = HttpTarget(
             endpoint.scheme,
@@ -182,15 +136,38 @@ class S3Store:
         bad_chars = any(ord(char) < 0x20 or ord(char) == 0x7F for char in key)
         if not key or bad_chars or {".", ".."} & set(key.split("/")):
             raise ImageError("uri_forbidden", "s3 key is empty, has control characters or ./..")
-        if self.credentials is None:
-            raise ImageError(
-                "image_unreachable", "no S3 credentials: set AWS_ACCESS_KEY_ID/SECRET_ACCESS_KEY"
-            )
         target = replace(self.endpoint, path=f"/{quote(bucket, safe='')}/{quote(key)}")
-        headers = sign_s3_get(
-            self.credentials, self.region, target.netloc, target.path, datetime.now(UTC)
-        )
-        return self.getter.get(target, headers, f"s3://{bucket}/{key}", max_bytes)
+        label = f"s3://{bucket}/{key}"
+        return self.getter.get(target, self._signed_headers(target), label, max_bytes)
+
+    def close(self) -> None:
+        self.getter.close()
+
+    def _signed_headers(self, target: HttpTarget) -> dict[str, str]:
+        """The headers that authorise ``GET target.path``; all are sent, unchanged."""
+        if self.credentials is None:
+            raise ImageError("image_unreachable", f"no S3 credentials: {self.no_credentials}")
+        try:
+            # Refreshes temporary credentials (web identity, metadata) when they near expiry.
+            frozen = self.credentials.get_frozen_credentials()
+        except (BotoCoreError, ClientError) as exc:
+            message = f"cannot refresh S3 credentials: {exc}"
+            raise ImageUnavailable("image_unavailable", message) from exc
+        url = f"{target.scheme}://{target.netloc}{target.path}"
+        request = AWSRequest(method="GET", url=url, headers={"Host": target.netloc})
+        S3SigV4Auth(frozen, "s3", self.region).add_auth(request)
+        return {str(name): str(value) for name, value in request.headers.items()}
+
+
+def default_credentials() -> tuple[Any, str]:
+    """botocore's default chain (``Credentials`` or None), and why there are none."""
+    try:
+        credentials = botocore.session.get_session().get_credentials()
+    except BotoCoreError as exc:  # a missing AWS_PROFILE, an unreadable config file
+        return None, f"{exc} (looked for {CREDENTIAL_SOURCES})"
+    if credentials is None:
+        return None, f"none found; set one of {CREDENTIAL_SOURCES}"
+    return credentials, ""
 
 
 def image_stores(settings: ImageStoreSettings) -> dict[str, ImageStore]:
@@ -205,32 +182,3 @@ def image_stores(settings: ImageStoreSettings) -> dict[str, ImageStore]:
     if settings.s3_buckets:
         stores["s3"] = S3Store(settings)
     return stores
-
-
-def _check_response(response: http.client.HTTPResponse, label: str, cap: int) -> None:
-    if 300 <= response.status < 400:
-        raise ImageError(
-            "image_unreachable", f"{label}: HTTP {response.status} redirect, not followed"
-        )
-    if response.status >= 500 or response.status == 429:
-        raise ImageUnavailable("image_unavailable", f"{label}: HTTP {response.status}")
-    if response.status != 200:
-        raise ImageError("image_unreachable", f"{label}: HTTP {response.status}")
-    length = response.getheader("Content-Length")
-    if length and length.isdigit() and int(length) > cap:
-        raise ImageError("image_too_large", f"{label} is {length} bytes, over the image cap")
-
-
-def _read_capped(response: http.client.HTTPResponse, limit: int, deadline: float) -> bytes:
-    """Up to ``limit`` bytes; a slow sender cannot stretch the fetch past ``deadline``."""
-    chunks: list[bytes] = []
-    size = 0
-    while size < limit:
-        if time.monotonic() > deadline:
-            raise TimeoutError("the whole fetch took longer than fetch_timeout_s")
-        chunk = response.read(min(CHUNK_BYTES, limit - size))
-        if not chunk:
-            break
-        chunks.append(chunk)
-        size += len(chunk)
-    return b"".join(chunks)

@@ -27,6 +27,10 @@ class ImageFetcher:
         self.limits = limits
         self.stores = dict(stores)
 
+    def close(self) -> None:
+        for store in self.stores.values():
+            store.close()
+
     def load_all(self, images: list[InlineImage | ImageReference]) -> list[LoadedImage]:
         if len(images) > self.limits.max_images:
             raise ImageError(

@@ -152,3 +152,4 @@ class Worker:
     def close(self) -> None:
         self.source.close()
         self.sink.close()
+        self.pipeline.images.close()

@@ -87,6 +87,9 @@ class ImageStore(Protocol):
         object over the cap). Raises ``ImageError`` (refused, unreachable) or
         ``ImageUnavailable`` (the store is down or slow: worth retrying)."""
 
+    def close(self) -> None:
+        """Release pooled connections."""
+
 
 class InferenceBackend(Protocol):
     """A Triton model (or anything with its interface) that answers one request."""
