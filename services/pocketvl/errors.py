@@ -98,7 +98,9 @@ DLQ_REASONS: Final[dict[DlqReason, str]] = {
     "photometric interpretation or transfer syntax cannot be decoded (named)",
     "option_out_of_range": "a decode option the file cannot satisfy (band, frame, window)",
     "inference_failed": "Triton rejected or failed this request",
-    "model_unavailable": "Triton is down, overloaded or too slow (retryable)",
+    "model_unavailable": (
+        "Triton stayed down, overloaded or too slow for the whole outage budget (retryable)"
+    ),
     "model_not_loaded": "the routed model is not loaded in Triton (retryable)",
     "internal_error": "a bug in the worker; the header names the exception type only",
 }

@@ -61,8 +61,11 @@ class RedisSettings(Section):
 class TritonSettings(Section):
     url: str = "127.0.0.1:8001"
     timeout_s: float = Field(default=60.0, gt=0)
-    # Triton down, overloaded or not ready is retried with jittered backoff.
-    max_attempts: int = Field(default=3, ge=1)
+    # Triton down, overloaded or not ready is retried with jittered backoff for as long as
+    # the outage lasts, up to outage_budget_s (and max_attempts tries, when set); only then
+    # is a valid request dead-lettered (model_unavailable).
+    max_attempts: int | None = Field(default=None, ge=1)
+    outage_budget_s: float = Field(default=900.0, gt=0)
     backoff_initial_s: float = Field(default=0.2, ge=0)
     backoff_max_s: float = Field(default=5.0, ge=0)
     # One image at the default pixel cap (40 MP RGB) is at most ~121 MB as PNG, even when
@@ -174,6 +177,22 @@ class ImageStoreSettings(Section):
         return endpoint
 
 
+class WorkerSettings(Section):
+    """The concurrent core: how much work is in flight, and in what order."""
+
+    # Requests being processed at once (decode, fetch, cache, Triton) by one worker process.
+    # Size it to what Triton batches: the sum over routed models of max_batch_size x
+    # instances is the most Triton runs at once; more only waits in Triton's queue.
+    max_in_flight: int = Field(default=16, ge=1, le=1024)
+    # Records received but not yet started; beyond it the partitions are paused (the loop
+    # keeps polling, so the group never sees the worker as stuck).
+    max_buffered: int = Field(default=64, ge=1)
+    # "key": same key in order, different keys in parallel; "partition": one at a time per
+    # partition; "none": any order.
+    ordering: Literal["key", "partition", "none"] = "key"
+    shutdown_timeout_s: float = Field(default=30.0, gt=0)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="POCKETVL_", env_nested_delimiter="__", extra="forbid"
@@ -185,6 +204,7 @@ class Settings(BaseSettings):
     routing: RoutingSettings = Field(default_factory=RoutingSettings)
     limits: LimitSettings = Field(default_factory=LimitSettings)
     image_store: ImageStoreSettings = Field(default_factory=ImageStoreSettings)
+    worker: WorkerSettings = Field(default_factory=WorkerSettings)
     cache_enabled: bool = True
 
     @model_validator(mode="after")
@@ -192,17 +212,6 @@ class Settings(BaseSettings):
         if self.kafka.heartbeat_interval_ms * 3 > self.kafka.session_timeout_ms:
             raise ValueError(
                 "kafka.heartbeat_interval_ms must be at most a third of kafka.session_timeout_ms"
-            )
-        # A poll batch is processed before the next poll: if its worst case (every record
-        # timing out on every attempt) outlasts max_poll_interval, the group evicts the worker
-        # mid-batch and its commits fail (the classic kafka-python rebalance storm).
-        worst_s = self.kafka.max_poll_records * self.triton.timeout_s * self.triton.max_attempts
-        if worst_s * 1000 > self.kafka.max_poll_interval_ms:
-            raise ValueError(
-                f"a poll batch can take up to {worst_s:.0f} s (kafka.max_poll_records x "
-                "triton.timeout_s x triton.max_attempts) but kafka.max_poll_interval_ms allows "
-                f"{self.kafka.max_poll_interval_ms / 1000:.0f} s: lower the first three or "
-                "raise the last"
             )
         if self.limits.max_inline_image_bytes > self.kafka.max_message_bytes:
             raise ValueError(

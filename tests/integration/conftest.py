@@ -15,12 +15,13 @@ from typing import Any, Literal
 import pytest
 
 from pocketvl.adapters import kafka_broker
-from pocketvl.adapters.kafka_broker import ensure_topics, read_records
+from pocketvl.adapters.kafka_broker import read_records
 from pocketvl.devstack.paths import TINY_MODELS
 from pocketvl.devstack.stack import LocalStack, StackState
-from pocketvl.settings import KafkaSettings, RedisSettings, Settings, TritonSettings
-from pocketvl.worker.envelope import OutboundRecord, all_topics, cloudevent_headers, topic
+from pocketvl.settings import Settings
+from pocketvl.worker.envelope import OutboundRecord, cloudevent_headers, topic
 from tests.conftest import REPO
+from tests.support.stack_settings import stack_settings
 
 pytestmark = pytest.mark.integration
 
@@ -34,19 +35,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, checkpoint_root: Path) -> It
 
 @pytest.fixture
 def settings(stack: StackState) -> Settings:
-    prefix = f"t{uuid.uuid4().hex[:10]}"
-    result = Settings(
-        kafka=KafkaSettings(
-            bootstrap_servers=stack.kafka_bootstrap,
-            topic_prefix=prefix,
-            group_id=f"{prefix}-workers",
-            session_timeout_ms=6000,
-        ),
-        redis=RedisSettings(url=stack.redis_url, key_prefix=prefix),
-        triton=TritonSettings(url=stack.triton_url, backoff_initial_s=0.05),
-    )
-    ensure_topics(result.kafka, all_topics(prefix))
-    return result
+    return stack_settings(stack)
 
 
 def publish(settings: Settings, domain: str, values: list[bytes], key: bytes = b"entity-1") -> None:

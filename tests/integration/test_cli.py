@@ -15,6 +15,7 @@ from pocketvl.devstack.stack import StackState
 from pocketvl.settings import Settings
 from tests.conftest import REPO
 from tests.support.samples import satellite_tile
+from tests.support.stack_settings import settings_env
 
 pytestmark = pytest.mark.integration
 
@@ -46,17 +47,6 @@ sys.meta_path.insert(0, Blocked())
 from pocketvl.cli.main import main
 sys.exit(main(sys.argv[1:]))
 """
-
-
-def settings_env(settings: Settings) -> dict[str, str]:
-    return {
-        "POCKETVL_KAFKA__BOOTSTRAP_SERVERS": settings.kafka.bootstrap_servers,
-        "POCKETVL_KAFKA__TOPIC_PREFIX": settings.kafka.topic_prefix,
-        "POCKETVL_KAFKA__GROUP_ID": settings.kafka.group_id,
-        "POCKETVL_KAFKA__SESSION_TIMEOUT_MS": "6000",
-        "POCKETVL_REDIS__URL": settings.redis.url,
-        "POCKETVL_TRITON__URL": settings.triton.url,
-    }
 
 
 def test_produce_worker_tail(settings: Settings, tmp_path: Path) -> None:

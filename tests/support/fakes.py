@@ -82,12 +82,48 @@ class InMemorySource:
         self.batches = list(batches or [])
         self.committed: dict[Partition, int] = {}
         self.closed = False
+        self.paused: set[Partition] = set()
+        self.pauses = 0  # how often pause() was asked for
+        self.revoke_callbacks: list[Callable[[set[Partition]], None]] = []
 
     def poll(self, timeout_s: float) -> list[InboundRecord]:
-        return self.batches.pop(0) if self.batches else []
+        if not self.batches:
+            return []
+        batch = self.batches[0]
+        ready = [r for r in batch if Partition(r.topic, r.partition) not in self.paused]
+        held = [r for r in batch if Partition(r.topic, r.partition) in self.paused]
+        if held:
+            self.batches[0] = held
+        else:
+            self.batches.pop(0)
+        return ready
 
     def commit(self, offsets: Mapping[Partition, int]) -> None:
+        for partition, offset in offsets.items():
+            assert offset >= self.committed.get(partition, 0), "commits only move forward"
         self.committed.update(offsets)
+
+    def assignment(self) -> set[Partition]:
+        return {Partition(r.topic, r.partition) for batch in self.batches for r in batch}
+
+    def pause(self, partitions: set[Partition]) -> None:
+        self.pauses += 1
+        self.paused |= partitions
+
+    def resume(self, partitions: set[Partition]) -> None:
+        self.paused -= partitions
+
+    def on_revoke(self, callback: Callable[[set[Partition]], None]) -> None:
+        self.revoke_callbacks.append(callback)
+
+    def revoke(self, partitions: set[Partition]) -> None:
+        """What a rebalance does: the callbacks, then the partitions' records are gone."""
+        for callback in self.revoke_callbacks:
+            callback(partitions)
+        self.batches = [
+            [r for r in batch if Partition(r.topic, r.partition) not in partitions]
+            for batch in self.batches
+        ]
 
     def close(self) -> None:
         self.closed = True

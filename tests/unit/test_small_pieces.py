@@ -100,7 +100,7 @@ def test_settings_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
         ),
         ({"POCKETVL_KAFKA__HEARTBEAT_INTERVAL_MS": "5000"}, "heartbeat"),
         ({"POCKETVL_LIMITS__MAX_INLINE_IMAGE_BYTES": "99999999"}, "inline"),
-        ({"POCKETVL_KAFKA__MAX_POLL_RECORDS": "64"}, "max_poll_interval_ms allows"),
+        ({"POCKETVL_WORKER__ORDERING": "by-key"}, "ordering"),
     ],
 )
 def test_contradictory_settings_are_refused(

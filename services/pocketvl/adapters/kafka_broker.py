@@ -5,11 +5,17 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
-from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
+from kafka import (
+    ConsumerRebalanceListener,
+    KafkaAdminClient,
+    KafkaConsumer,
+    KafkaProducer,
+    TopicPartition,
+)
 from kafka.admin import NewTopic
 from kafka.errors import (
     CorruptRecordError,
@@ -111,11 +117,38 @@ def _inbound(record: Any) -> InboundRecord:
     return InboundRecord(record.topic, record.partition, record.offset, record.key, value, headers)
 
 
+class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self) -> None:
+        self.revoke_callbacks: list[Callable[[set[Partition]], None]] = []
+
+    def on_partitions_revoked(self, revoked: Any) -> None:
+        partitions = {Partition(tp.topic, tp.partition) for tp in revoked}
+        for callback in self.revoke_callbacks:
+            callback(partitions)
+
+    def on_partitions_assigned(self, assigned: Any) -> None:
+        log.info("assigned %d partitions", len(assigned))
+
+
 class KafkaRecordSource:
     """The worker's consumer, in its group, subscribed to ``topics``."""
 
     def __init__(self, settings: KafkaSettings, topics: list[str]) -> None:
-        self.consumer = _consumer(settings, topics, settings.group_id)
+        self.consumer = _consumer(settings, [], settings.group_id)
+        self.rebalance = _Rebalance()
+        self.consumer.subscribe(topics, listener=self.rebalance)
+
+    def assignment(self) -> set[Partition]:
+        return {Partition(tp.topic, tp.partition) for tp in self.consumer.assignment()}
+
+    def pause(self, partitions: set[Partition]) -> None:
+        self.consumer.pause(*(TopicPartition(*p) for p in partitions))
+
+    def resume(self, partitions: set[Partition]) -> None:
+        self.consumer.resume(*(TopicPartition(*p) for p in partitions))
+
+    def on_revoke(self, callback: Callable[[set[Partition]], None]) -> None:
+        self.rebalance.revoke_callbacks.append(callback)
 
     def poll(self, timeout_s: float) -> list[InboundRecord]:
         batch = self.consumer.poll(timeout_ms=int(timeout_s * 1000))

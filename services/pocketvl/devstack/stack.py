@@ -7,9 +7,11 @@ uses this with a run directory that outlives the command; tests use it as a cont
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -188,6 +190,7 @@ class LocalStack:
         self.state = StackState(run_dir=str(run_dir))
         self._procs: dict[str, subprocess.Popen[bytes]] = {}
         self._ports: Iterator[int] = iter(())
+        self._launch: dict[str, tuple[list[str], int, dict[str, str] | None]] = {}
 
     def _spawn(self, name: str, argv: list[str], port: int, env: dict[str, str] | None) -> None:
         log = self.run_dir / f"{name}.log"
@@ -202,8 +205,27 @@ class LocalStack:
                 start_new_session=True,  # survives the CLI that started it; not hit by Ctrl-C
             )
         self._procs[name] = proc
+        self._launch[name] = (argv, port, env)
         self.state.services[name] = ServiceRecord(name, proc.pid, port, argv[0], str(log))
         self.state.save()
+
+    def kill(self, name: str) -> None:
+        """SIGKILL one component and everything it started (tritonserver's Python-backend
+        stubs run in its process group), as a crash would."""
+        record = self.state.services[name]
+        if pid_alive(record.pid, Path(record.binary).name):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(record.pid, signal.SIGKILL)
+        proc = self._procs.get(name)
+        if proc is not None:
+            proc.wait(timeout=10)
+        wait_until(lambda: not _group_alive(record.pid), 10.0, f"{name} group to exit", None, None)
+
+    def start(self, name: str) -> None:
+        """Start a killed component again, on the same port(s), and wait until it is ready."""
+        argv, port, env = self._launch[name]
+        self._spawn(name, argv, port, env)
+        self._wait_ready(only=name)
 
     def _start_kafka(self) -> None:
         port = next(self._ports)
@@ -254,13 +276,13 @@ class LocalStack:
             raise
         return self.state
 
-    def _wait_ready(self) -> None:
+    def _wait_ready(self, only: str | None = None) -> None:
         checks = {
             "kafka": (lambda: _kafka_ready(self.state.kafka_bootstrap), 30.0),
             "redis": (lambda: _redis_ready(self.state.redis_url), 10.0),
             "triton": (lambda: _triton_ready(self.state.triton_url, self.models), 0.0),
         }
-        for name in self.components:
+        for name in [only] if only else self.components:
             check, timeout = checks[name]
             record = self.state.services[name]
             wait_until(
@@ -291,6 +313,24 @@ def stop_all(state: StackState) -> None:
     state.services.clear()
     state_file = Path(state.run_dir) / STATE_FILE
     state_file.unlink(missing_ok=True)
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # Zombies of the group (reaped by nobody yet) still count as members: look at states.
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            return True
+    return False
 
 
 def status(state: StackState) -> dict[str, bool]:

@@ -1,9 +1,23 @@
-"""The consumer loop: poll, process in order, wait for acks, then commit.
+"""The consumer loop: many requests in flight, polling never blocked, contiguous commits.
 
-At-least-once: a partition's offset is committed only after every answer or DLQ record
-up to it has been acknowledged by the broker. If Kafka cannot take results at all (down,
-timing out), nothing is committed and the error stops the worker, so the records are
-redelivered.
+One thread polls, dispatches and settles; a bounded pool runs ``Pipeline.process`` (decode,
+fetch, cache, Triton) for up to ``worker.max_in_flight`` records at once, so Triton's
+dynamic batcher sees concurrent requests and a slow request holds up only its own key.
+
+- Ordering (``worker.ordering``): "key" (default) runs records with the same key one after
+  another, in offset order, and different keys in parallel; "partition" one at a time per
+  partition; "none" in any order. A record's answer is published before the next record of
+  its lane starts, so answers of one key arrive in request order.
+- At-least-once: an offset is finished once its answer or DLQ record is acked by the broker
+  (or it was a duplicate); ``OffsetTracker`` commits, per partition, only below the lowest
+  unfinished offset. If Kafka cannot take results at all, the error stops the worker and
+  nothing past the unfinished work is committed.
+- Back-pressure: beyond ``worker.max_buffered`` received-but-not-started records the
+  assigned partitions are paused and polling goes on, so the group never sees the worker as
+  stuck whatever inference takes; they resume when the buffer drains to half.
+- Rebalance: before partitions are revoked, what is finished on them is committed and their
+  unstarted records dropped (the new owner gets them); their in-flight results are still
+  published, never committed here.
 
 No single record can stop the loop: an exception from any stage is dead-lettered as
 ``internal_error``; an answer the broker refuses (too large) is dead-lettered instead; a
@@ -14,17 +28,24 @@ partition, offset) the headers keep.
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 import time
+from collections import OrderedDict, deque
+from collections.abc import Hashable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from pocketvl.errors import DeadLetterError, InternalError, RecordRefused
+from pocketvl.settings import WorkerSettings
 from pocketvl.worker.envelope import InboundRecord, OutboundRecord, domain_of
+from pocketvl.worker.offsets import OffsetTracker
 from pocketvl.worker.pipeline import Pipeline
 from pocketvl.worker.ports import Delivery, Partition, RecordSink, RecordSource
 
 log = logging.getLogger(__name__)
 ACK_TIMEOUT_S = 30.0
+_RECENT_ANSWERS = 10_000  # event ids answered lately, against duplicates racing in flight
 
 
 @dataclass
@@ -41,12 +62,41 @@ class _Sent:
     delivery: Delivery
 
 
+@dataclass
+class _Done:
+    lane: Hashable
+    inbound: InboundRecord
+    outbound: OutboundRecord | None  # None: a duplicate, nothing to publish
+
+
 class Worker:
-    def __init__(self, pipeline: Pipeline, source: RecordSource, sink: RecordSink) -> None:
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        source: RecordSource,
+        sink: RecordSink,
+        settings: WorkerSettings | None = None,
+    ) -> None:
         self.pipeline = pipeline
         self.source = source
         self.sink = sink
+        self.settings = settings or pipeline.settings.worker
         self.stats = RunStats()
+        self.tracker = OffsetTracker()
+        self._pool = ThreadPoolExecutor(self.settings.max_in_flight, "pocketvl-work")
+        self._completed: queue.SimpleQueue[_Done] = queue.SimpleQueue()
+        self._lanes: dict[Hashable, deque[InboundRecord]] = {}
+        self._ready: deque[Hashable] = deque()  # lanes with a record waiting and none running
+        self._busy: set[Hashable] = set()  # lanes with a record running
+        self._in_flight = 0
+        self._buffered = 0
+        self._paused: set[Partition] = set()
+        self._recent: OrderedDict[str, None] = OrderedDict()
+        source.on_revoke(self._revoked)
+
+    @property
+    def in_flight(self) -> int:
+        return self._in_flight
 
     def run(
         self,
@@ -55,43 +105,169 @@ class Worker:
         idle_timeout_s: float | None = None,
     ) -> RunStats:
         """Process until ``stop`` is set, ``max_records`` are done, or no record arrives
-        for ``idle_timeout_s``."""
+        for ``idle_timeout_s``; then finish what is in flight (within
+        ``worker.shutdown_timeout_s``), publish and commit."""
         stop = stop or threading.Event()
         last_record = time.monotonic()
         while not stop.is_set():
+            self._settle(wait_s=0.02 if self._in_flight else 0.0)
             if max_records is not None and self.stats.processed >= max_records:
                 break
-            batch = self.source.poll(timeout_s=0.2)
-            if not batch:
-                if idle_timeout_s is not None and time.monotonic() - last_record > idle_timeout_s:
-                    break
-                continue
-            last_record = time.monotonic()
-            self._handle(batch)
+            wanted = None if max_records is None else max_records - self.stats.processed
+            if wanted is None or self._buffered + self._in_flight < wanted:
+                batch = self.source.poll(timeout_s=0.02 if self._in_flight else 0.2)
+            else:
+                batch = []
+            for inbound in batch:
+                self._receive(inbound)
+            if batch:
+                last_record = time.monotonic()
+            self._dispatch(wanted)
+            self._apply_back_pressure()
+            idle = not batch and not self._in_flight and not self._buffered
+            if (
+                idle
+                and idle_timeout_s is not None
+                and time.monotonic() - last_record > idle_timeout_s
+            ):
+                break
+        self._drain(self.settings.shutdown_timeout_s)
         return self.stats
 
-    def _handle(self, batch: list[InboundRecord]) -> None:
-        sent: list[_Sent] = []
-        answered: list[str] = []
-        next_offsets: dict[Partition, int] = {}
-        for inbound in batch:
+    def _receive(self, inbound: InboundRecord) -> None:
+        partition = Partition(inbound.topic, inbound.partition)
+        self.tracker.track(partition, inbound.offset)
+        lane = self._lane_of(inbound)
+        waiting = self._lanes.setdefault(lane, deque())
+        waiting.append(inbound)
+        if lane not in self._busy and len(waiting) == 1:
+            self._ready.append(lane)
+        self._buffered += 1
+
+    def _lane_of(self, inbound: InboundRecord) -> Hashable:
+        where = (inbound.topic, inbound.partition)
+        if self.settings.ordering == "partition":
+            return where
+        if self.settings.ordering == "key" and inbound.key is not None:
+            return (*where, inbound.key)
+        return (*where, "offset", inbound.offset)
+
+    def _dispatch(self, wanted: int | None) -> None:
+        while self._ready and self._in_flight < self.settings.max_in_flight:
+            if wanted is not None and self._in_flight >= wanted:
+                return
+            lane = self._ready.popleft()
+            inbound = self._lanes[lane].popleft()
+            self._busy.add(lane)
+            self._buffered -= 1
+            self._in_flight += 1
+            self._pool.submit(self._work, lane, inbound)
+
+    def _work(self, lane: Hashable, inbound: InboundRecord) -> None:
+        try:
             outbound = self._process(inbound)
-            next_offsets[Partition(inbound.topic, inbound.partition)] = inbound.offset + 1
+        except Exception:  # not even a DLQ record could be built: finish it, loudly
+            log.exception("record %s/%d@%d lost its result", *_where(inbound))
+            outbound = None
+        self._completed.put(_Done(lane, inbound, outbound))
+
+    def _settle(self, wait_s: float) -> None:
+        """Publish what finished, wait for the broker's acks, then mark, free and commit."""
+        done: list[_Done] = []
+        try:
+            done.append(
+                self._completed.get(timeout=wait_s) if wait_s else self._completed.get_nowait()
+            )
+            while True:
+                done.append(self._completed.get_nowait())
+        except queue.Empty:
+            pass
+        if not done:
+            return
+        self._publish(done)
+        for item in done:
+            self._in_flight -= 1
+            self.tracker.finish(
+                Partition(item.inbound.topic, item.inbound.partition), item.inbound.offset
+            )
+            self._free(item.lane)
+        self._commit()
+
+    def _publish(self, done: list[_Done]) -> None:
+        sent: list[_Sent] = []
+        answering: list[str] = []
+        for item in done:
             self.stats.processed += 1
-            if outbound is None or (outbound.answers and outbound.answers in answered):
-                self.stats.duplicates += 1  # answered before, or earlier in this batch
+            outbound = item.outbound
+            if outbound is None or (
+                outbound.answers and self._answered(outbound.answers, answering)
+            ):
+                self.stats.duplicates += 1  # answered before, or racing its twin in flight
                 continue
-            item = self._send(inbound, outbound)  # may be a DLQ record in its place
-            if item.outbound.answers is not None:
-                answered.append(item.outbound.answers)
-            sent.append(item)
+            entry = self._send(item.inbound, outbound)  # may be a DLQ record in its place
+            if entry.outbound.answers is not None:
+                answering.append(entry.outbound.answers)
+            sent.append(entry)
         self.sink.flush(ACK_TIMEOUT_S)
-        for item in sent:
-            if not self._acked(item) and item.outbound.answers is not None:
-                answered.remove(item.outbound.answers)
-        self.stats.dead_lettered += sum(1 for item in sent if item.outbound.answers is None)
-        self.pipeline.done.mark(answered)  # only after the broker has them
-        self.source.commit(next_offsets)
+        for entry in sent:
+            if not self._acked(entry) and entry.outbound.answers is not None:
+                answering.remove(entry.outbound.answers)
+        self.stats.dead_lettered += sum(1 for e in sent if e.outbound.answers is None)
+        self.pipeline.done.mark(answering)  # only after the broker has them
+        for event_id in answering:
+            self._recent[event_id] = None
+            if len(self._recent) > _RECENT_ANSWERS:
+                self._recent.popitem(last=False)
+
+    def _answered(self, event_id: str, answering: list[str]) -> bool:
+        return event_id in self._recent or event_id in answering
+
+    def _free(self, lane: Hashable) -> None:
+        self._busy.discard(lane)
+        waiting = self._lanes.get(lane)
+        if waiting:
+            self._ready.append(lane)
+        else:
+            self._lanes.pop(lane, None)
+
+    def _commit(self) -> None:
+        offsets = self.tracker.committable()
+        if offsets:
+            self.source.commit(offsets)
+            self.tracker.committed(offsets)
+
+    def _apply_back_pressure(self) -> None:
+        if not self._paused and self._buffered >= self.settings.max_buffered:
+            self._paused = self.source.assignment()
+            self.source.pause(self._paused)
+        elif self._paused and self._buffered <= self.settings.max_buffered // 2:
+            self.source.resume(self._paused)
+            self._paused = set()
+
+    def _revoked(self, partitions: set[Partition]) -> None:
+        self._settle(wait_s=0.0)
+        owned = self.tracker.committable()
+        mine = {p: o for p, o in owned.items() if p in partitions}
+        if mine:
+            self.source.commit(mine)
+        self.tracker.revoke(partitions)
+        for lane, waiting in list(self._lanes.items()):
+            kept = deque(r for r in waiting if Partition(r.topic, r.partition) not in partitions)
+            self._buffered -= len(waiting) - len(kept)
+            self._lanes[lane] = kept
+        self._ready = deque(lane for lane in self._ready if self._lanes.get(lane))
+        for lane in [lane for lane, waiting in self._lanes.items() if not waiting]:
+            if lane not in self._busy:
+                self._lanes.pop(lane)
+        self._paused -= partitions
+
+    def _drain(self, timeout_s: float) -> None:
+        """Wait for the work in flight (not for records not yet started), publish, commit."""
+        deadline = time.monotonic() + timeout_s
+        while self._in_flight and time.monotonic() < deadline:
+            self._settle(wait_s=0.05)
+        if self._in_flight:
+            log.warning("%d requests still in flight at shutdown: not committed", self._in_flight)
 
     def _process(self, inbound: InboundRecord) -> OutboundRecord | None:
         try:
@@ -150,6 +326,11 @@ class Worker:
         return self.pipeline.dead_letter(stripped, domain, note)
 
     def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
         self.source.close()
         self.sink.close()
         self.pipeline.images.close()
+
+
+def _where(inbound: InboundRecord) -> tuple[str, int, int]:
+    return inbound.topic, inbound.partition, inbound.offset

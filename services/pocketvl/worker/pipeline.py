@@ -271,7 +271,9 @@ class Pipeline:
     @property
     def _triton_policy(self) -> RetryPolicy:
         t = self.settings.triton
-        return RetryPolicy(t.max_attempts, t.backoff_initial_s, t.backoff_max_s)
+        return RetryPolicy(
+            t.max_attempts, t.backoff_initial_s, t.backoff_max_s, budget_s=t.outage_budget_s
+        )
 
     @property
     def _store_policy(self) -> RetryPolicy:

@@ -8,7 +8,7 @@ contract against both, so the fakes stay honest.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import NamedTuple, Protocol
 
@@ -46,6 +46,18 @@ class RecordSource(Protocol):
 
     def commit(self, offsets: Mapping[Partition, int]) -> None:
         """Commit, per partition, the offset of the next record to read."""
+
+    def assignment(self) -> set[Partition]:
+        """The partitions this consumer owns now."""
+
+    def pause(self, partitions: set[Partition]) -> None:
+        """Stop fetching from ``partitions``; ``poll`` keeps the group membership alive."""
+
+    def resume(self, partitions: set[Partition]) -> None: ...
+
+    def on_revoke(self, callback: Callable[[set[Partition]], None]) -> None:
+        """Call ``callback`` (inside ``poll``) before partitions are taken away, while
+        their offsets can still be committed."""
 
     def close(self) -> None: ...
 

@@ -1,0 +1,92 @@
+"""A private embedded stack per module, and load: requests out, outcomes counted by event id."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pocketvl.adapters.kafka_broker import publish, read_records
+from pocketvl.devstack.stack import LocalStack
+from pocketvl.settings import (
+    TINY_MODEL,
+    Settings,
+    WorkerSettings,
+)
+from pocketvl.worker.envelope import request_record, topic
+from tests.conftest import REPO
+from tests.support.examples import example
+from tests.support.stack_settings import stack_settings
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def local_stack(
+    tmp_path_factory: pytest.TempPathFactory, checkpoint_root: Path
+) -> Iterator[LocalStack]:
+    stack = LocalStack(
+        tmp_path_factory.mktemp("fault-stack"),
+        REPO / "model_repository",
+        checkpoint_root,
+        (TINY_MODEL,),
+    )
+    with stack:
+        yield stack
+
+
+@pytest.fixture
+def settings(local_stack: LocalStack) -> Settings:
+    return stack_settings(
+        local_stack.state,
+        "f",
+        redis={"socket_timeout_s": 0.5},
+        triton={"timeout_s": 10, "backoff_initial_s": 0.1, "backoff_max_s": 1.0},
+        worker=WorkerSettings(max_in_flight=16, shutdown_timeout_s=20),
+    )
+
+
+def send_load(settings: Settings, count: int, keys: int = 20) -> list[str]:
+    """``count`` valid medical requests, each needing its own inference (the question is
+    the event id, so no two share a cache entry), over ``keys`` keys."""
+    base: dict[str, Any] = example("medical")
+    ids = [f"load-{i:04d}" for i in range(count)]
+    records = [
+        request_record(
+            settings.kafka.topic_prefix,
+            {**base, "event_id": event_id, "task": {**base["task"], "question": event_id}},
+            f"entity-{i % keys}".encode(),
+            "/tests/fault",
+        )
+        for i, event_id in enumerate(ids)
+    ]
+    publish(settings.kafka, records)
+    return ids
+
+
+@dataclass
+class Outcomes:
+    answers: Counter[str]  # event id -> answers published for it
+    dead_lettered: Counter[str]
+
+    def lost(self, ids: list[str]) -> list[str]:
+        return [i for i in ids if i not in self.answers and i not in self.dead_lettered]
+
+    @property
+    def duplicates(self) -> int:
+        return sum(n - 1 for n in self.answers.values())
+
+
+def outcomes(settings: Settings, timeout_s: float = 5.0) -> Outcomes:
+    prefix = settings.kafka.topic_prefix
+    answers = read_records(settings.kafka, [topic(prefix, "medical", "answers")], None, timeout_s)
+    dlq = read_records(settings.kafka, [topic(prefix, "medical", "dlq")], None, timeout_s)
+    return Outcomes(
+        Counter(json.loads(r.value)["event_id"] for r in answers),
+        Counter(json.loads(r.value)["event_id"] for r in dlq if r.value),
+    )

@@ -1,0 +1,85 @@
+"""Workers SIGKILLed mid-stream and restarted, alone and in a group of two: nothing lost."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from pocketvl.settings import Settings
+from tests.conftest import REPO
+from tests.fault.conftest import outcomes, send_load
+from tests.support.stack_settings import settings_env
+
+pytestmark = pytest.mark.integration
+
+
+def start_worker(settings: Settings, *args: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "pocketvl.cli.main", "worker", *args],
+        cwd=REPO,
+        env={**os.environ, **settings_env(settings)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+
+
+def answered(settings: Settings) -> int:
+    return len(outcomes(settings, timeout_s=0.3).answers)
+
+
+def wait_answered(settings: Settings, at_least: int, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while answered(settings) < at_least:
+        assert time.monotonic() < deadline, f"fewer than {at_least} answers in {timeout_s} s"
+
+
+def finish(settings: Settings) -> None:
+    """A last worker drains what is left; then every id must have its outcome."""
+    last = start_worker(settings, "--idle-timeout", "15")
+    _, err = last.communicate(timeout=300)
+    assert last.returncode == 0, err.decode()
+
+
+def test_a_worker_killed_three_times_mid_stream_loses_nothing(settings: Settings) -> None:
+    ids = send_load(settings, 500)
+    for round_number in range(1, 4):
+        worker = start_worker(settings)
+        try:
+            wait_answered(settings, 30 * round_number, 180)
+        finally:
+            worker.send_signal(signal.SIGKILL)
+            worker.wait(timeout=30)
+    before_last = answered(settings)
+    assert before_last < len(ids), "the kills must hit while requests were still waiting"
+    finish(settings)
+    seen = outcomes(settings)
+    assert seen.lost(ids) == []
+    assert not seen.dead_lettered
+    print(
+        f"worker SIGKILLed 3 times ({before_last} answered before the last worker): "
+        f"{seen.duplicates} duplicate answers of {len(ids)}"
+    )
+
+
+def test_one_of_two_workers_killed_the_other_takes_over(settings: Settings) -> None:
+    ids = send_load(settings, 200)
+    survivor, victim = start_worker(settings), start_worker(settings)
+    try:
+        wait_answered(settings, 40, 180)
+        victim.send_signal(signal.SIGKILL)
+        victim.wait(timeout=30)
+        # the group notices after session.timeout (6 s) and hands its partitions over
+        wait_answered(settings, len(ids), 240)
+    finally:
+        survivor.send_signal(signal.SIGTERM)
+        _, err = survivor.communicate(timeout=60)
+    assert survivor.returncode == 0, err.decode()  # SIGTERM: drain, commit, exit 0
+    seen = outcomes(settings)
+    assert seen.lost(ids) == []
+    assert not seen.dead_lettered
+    print(f"rebalance after a SIGKILL: {seen.duplicates} duplicate answers of {len(ids)}")
