@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from pocketvl.devstack.processes import free_ports
+from pocketvl.devstack.processes import free_ports, group_members
 from pocketvl.devstack.stack import StackState
 from pocketvl.settings import Settings
 from tests.conftest import REPO
@@ -149,6 +149,19 @@ def test_stack_up_status_down(tmp_path: Path, checkpoint_root: Path) -> None:
         again = pocketvl("stack", "up", env=env)
         assert again.returncode == 2
         assert "already running" in again.stderr
+        triton_pid = state.services["triton"].pid
+        stubs = group_members(triton_pid)
+        assert len(stubs) > 1, "tritonserver and its Python-backend stub"
+        stopped = pocketvl("stack", "stop", "triton", env=env)
+        assert stopped.returncode == 0, stopped.stderr
+        assert group_members(triton_pid) == []  # the stubs went with it
+        assert pocketvl("stack", "status", env=env).returncode == 1
+        started = pocketvl("stack", "start", "triton", env=env, timeout=240)
+        assert started.returncode == 0, started.stderr
+        restarted = StackState.load(tmp_path / "stack").services["triton"]
+        assert restarted.port == state.services["triton"].port
+        assert pocketvl("stack", "status", env=env).returncode == 0
+        state = StackState.load(tmp_path / "stack")
     finally:
         down = pocketvl("stack", "down", env=env)
     assert down.returncode == 0

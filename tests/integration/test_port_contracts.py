@@ -20,6 +20,7 @@ from pocketvl.errors import RecordRefused
 from pocketvl.settings import RedisSettings, Settings
 from pocketvl.worker.envelope import InboundRecord, OutboundRecord
 from pocketvl.worker.ports import (
+    CachedResult,
     DoneStore,
     GenerationResult,
     Partition,
@@ -29,7 +30,9 @@ from pocketvl.worker.ports import (
 )
 from tests.support.fakes import InMemoryDoneStore, InMemoryResultCache, InMemorySink, InMemorySource
 
-RESULT = GenerationResult("a river", 260, 3, "1")
+RESULT = CachedResult(
+    GenerationResult("a river", 260, 3, "1"), ((640, 480),), {"CAM_FRONT": (1600, 900)}
+)
 
 
 @pytest.fixture(params=["fake", "redis"])
@@ -49,8 +52,9 @@ def test_result_cache_round_trip(stores: tuple[ResultCache, DoneStore]) -> None:
     assert cache.get(key) is None
     cache.put(key, RESULT)
     assert cache.get(key) == RESULT
-    cache.put(key, GenerationResult("newer", 1, 1, "2"))
-    assert cache.get(key) == GenerationResult("newer", 1, 1, "2")
+    newer = CachedResult(GenerationResult("newer", 1, 1, "2"))
+    cache.put(key, newer)
+    assert cache.get(key) == newer
 
 
 def test_done_store_remembers_marked_events_only(stores: tuple[ResultCache, DoneStore]) -> None:
@@ -66,13 +70,15 @@ def test_redis_entries_expire_and_bad_entries_are_misses(settings: Settings) -> 
     client = connect(settings.redis)
     cache = RedisResultCache(client, ttl_seconds=60)
     done = RedisDoneStore(client, 60, settings.redis.key_prefix)
-    key = f"{settings.redis.key_prefix}:res:v2:abc"
+    key = f"{settings.redis.key_prefix}:res:v3:abc"
     cache.put(key, RESULT)
     assert 0 < client.ttl(key) <= 60
     done.mark(["e1"])
     assert 0 < client.ttl(f"{settings.redis.key_prefix}:done:e1") <= 60
     client.set(key, b"{broken")
     assert cache.get(key) is None  # a bad entry is a miss, not a crash
+    client.set(key, b'{"text": "an entry of the old format", "prompt_tokens": 1}')
+    assert cache.get(key) is None
 
 
 def test_redis_down_degrades_to_no_cache_and_not_seen() -> None:

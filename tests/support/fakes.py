@@ -11,17 +11,17 @@ from dataclasses import dataclass, field
 
 from pocketvl.errors import InferenceError, RecordRefused
 from pocketvl.worker.envelope import InboundRecord, OutboundRecord
-from pocketvl.worker.ports import GenerationResult, Partition
+from pocketvl.worker.ports import CachedResult, GenerationResult, Partition
 
 
 class InMemoryResultCache:
     def __init__(self) -> None:
-        self.data: dict[str, GenerationResult] = {}
+        self.data: dict[str, CachedResult] = {}
 
-    def get(self, key: str) -> GenerationResult | None:
+    def get(self, key: str) -> CachedResult | None:
         return self.data.get(key)
 
-    def put(self, key: str, value: GenerationResult) -> None:
+    def put(self, key: str, value: CachedResult) -> None:
         self.data[key] = value
 
 

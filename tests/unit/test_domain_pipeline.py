@@ -6,8 +6,10 @@ import io
 import json
 from typing import Any
 
+import pytest
 from PIL import Image
 
+from pocketvl.domains.compose import prepare_inputs
 from tests.support.examples import example
 from tests.support.fakes import ScriptedInference
 from tests.support.pipelines import make_pipeline, published, record
@@ -73,3 +75,35 @@ def test_unparseable_text_is_unparsed_with_the_raw_text() -> None:
     assert answer["status"] == "unparsed"
     assert answer["answer"] == {"kind": "text", "text": "a lovely day"}
     assert answer["raw_text"] == "a lovely day"
+
+
+@pytest.mark.parametrize(
+    ("task_example", "text"),
+    [
+        ("driving.drivelm", "A car <c1,CAM_FRONT,[500,250]> is ahead."),
+        ("remote_sensing.ground", "<ref>the river</ref><box>[[0, 250, 1000, 500]]</box>"),
+        ("driving.bdd", "Speed: 5.2; Turn angle: -3.1"),
+    ],
+)
+def test_a_cache_hit_decodes_nothing_and_answers_the_same(
+    monkeypatch: pytest.MonkeyPatch, task_example: str, text: str
+) -> None:
+    """The key comes from the raw images' digests; the entry keeps the original sizes the
+    answer's coordinates map back to, so a hit needs no decode, stitch or tiling."""
+    decodes = []
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        decodes.append(1)
+        return prepare_inputs(*args, **kwargs)
+
+    monkeypatch.setattr("pocketvl.worker.pipeline.prepare_inputs", counted)
+    inference = ScriptedInference(text=text)
+    pipeline = make_pipeline(inference)
+    domain = task_example.split(".", maxsplit=1)[0]
+    value = example(task_example)
+    first = json.loads(published(pipeline, record(value, domain=domain)).value)
+    again = {**value, "event_id": "another-event"}
+    second = json.loads(published(pipeline, record(again, domain=domain)).value)
+    assert (first["cache"], second["cache"]) == ("miss", "hit")
+    assert len(decodes) == 1 and len(inference.calls) == 1
+    assert second["answer"] == first["answer"]  # pixel coordinates included

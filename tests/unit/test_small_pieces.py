@@ -46,7 +46,7 @@ BASE: dict[str, Any] = {
 def test_cache_key_is_stable_and_sensitive_to_every_input() -> None:
     key = cache_key(**BASE)
     assert key == cache_key(**dict(reversed(BASE.items())))
-    assert key.startswith("pv:res:v2:")
+    assert key.startswith("pv:res:v3:")
     changes = {
         "checkpoint": "other",
         "model_version": "2",

@@ -14,7 +14,7 @@ from dataclasses import asdict
 import redis
 
 from pocketvl.settings import RedisSettings
-from pocketvl.worker.ports import GenerationResult
+from pocketvl.worker.ports import CachedResult, GenerationResult
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +31,7 @@ class RedisResultCache:
         self.client = client
         self.ttl_seconds = ttl_seconds
 
-    def get(self, key: str) -> GenerationResult | None:
+    def get(self, key: str) -> CachedResult | None:
         try:
             raw = self.client.get(key)
         except redis.RedisError as exc:
@@ -40,14 +40,24 @@ class RedisResultCache:
         if raw is None:
             return None
         try:
-            return GenerationResult(**json.loads(raw))
-        except (TypeError, ValueError):
+            entry = json.loads(raw)
+            return CachedResult(
+                GenerationResult(**entry["result"]),
+                tuple((int(w), int(h)) for w, h in entry["image_sizes"]),
+                {str(k): (int(w), int(h)) for k, (w, h) in entry["camera_sizes"].items()},
+            )
+        except (TypeError, ValueError, KeyError):
             log.warning("ignoring a malformed cache entry under %s", key)
             return None
 
-    def put(self, key: str, value: GenerationResult) -> None:
+    def put(self, key: str, value: CachedResult) -> None:
+        entry = {
+            "result": asdict(value.result),
+            "image_sizes": [list(size) for size in value.image_sizes],
+            "camera_sizes": {name: list(size) for name, size in value.camera_sizes.items()},
+        }
         try:
-            self.client.set(key, json.dumps(asdict(value)), ex=self.ttl_seconds)
+            self.client.set(key, json.dumps(entry), ex=self.ttl_seconds)
         except redis.RedisError as exc:
             log.warning("cache write failed, continuing: %s", exc)
 

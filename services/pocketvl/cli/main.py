@@ -36,7 +36,14 @@ def _settings(use_stack: bool) -> Any:
 
 
 def cmd_stack(args: argparse.Namespace) -> int:
-    from pocketvl.devstack.stack import LocalStack, StackState, status, stop_all
+    from pocketvl.devstack.stack import (
+        LocalStack,
+        StackState,
+        kill_service,
+        start_service,
+        status,
+        stop_all,
+    )
 
     run_dir = paths.home() / "stack"
     if args.action == "up":
@@ -54,6 +61,16 @@ def cmd_stack(args: argparse.Namespace) -> int:
     if args.action == "down":
         stop_all(state)
         print("local stack stopped")
+        return 0
+    if args.action in ("stop", "start"):
+        if args.component is None:
+            raise PocketvlError(f"stack {args.action} needs a component: kafka, redis or triton")
+        if args.action == "stop":
+            kill_service(state, args.component)
+            print(f"{args.component} killed (SIGKILL, with everything it started)")
+        else:
+            start_service(state, args.component)
+            print(f"{args.component} started again on port {state.services[args.component].port}")
         return 0
     if args.action == "status":
         for name, alive in status(state).items():
@@ -265,7 +282,13 @@ def build_parser(registry: Registry = REGISTRY) -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     stack = sub.add_parser("stack", help="embedded local broker, Redis and Triton")
-    stack.add_argument("action", choices=["up", "down", "status", "env"])
+    stack.add_argument("action", choices=["up", "down", "status", "env", "stop", "start"])
+    stack.add_argument(
+        "component",
+        nargs="?",
+        choices=["kafka", "redis", "triton"],
+        help="stop: SIGKILL one component, as a crash would; start: start it again, same ports",
+    )
     stack.set_defaults(func=cmd_stack)
 
     worker = sub.add_parser("worker", help="consume requests, answer them")

@@ -72,6 +72,19 @@ def pid_alive(pid: int, expect_in_cmdline: str) -> bool:
     return expect_in_cmdline.encode() in cmdline
 
 
+def group_members(pgid: int) -> list[int]:
+    """Live (not zombie) processes of process group ``pgid``."""
+    members = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            members.append(int(stat.parent.name))
+    return members
+
+
 def stop_pid(pid: int, expect_in_cmdline: str, timeout_s: float = 15.0) -> None:
     """SIGTERM, wait, then SIGKILL. Does nothing if the process is gone or not ours."""
     if not pid_alive(pid, expect_in_cmdline):

@@ -16,13 +16,19 @@ import socket
 import subprocess
 import sys
 import sysconfig
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from importlib.util import find_spec
 from pathlib import Path
 from types import TracebackType
 
-from pocketvl.devstack.processes import free_ports, pid_alive, stop_pid, wait_until
+from pocketvl.devstack.processes import (
+    free_ports,
+    group_members,
+    pid_alive,
+    stop_pid,
+    wait_until,
+)
 from pocketvl.errors import StackError
 
 STATE_FILE = "stack.json"
@@ -40,6 +46,8 @@ class ServiceRecord:
     port: int
     binary: str
     log: str
+    argv: list[str] = field(default_factory=list)  # how to start it again on the same ports
+    env: dict[str, str] | None = None
 
 
 @dataclass
@@ -169,6 +177,68 @@ def _triton_ready(url: str, models: tuple[str, ...]) -> bool:
         client.close()
 
 
+def ready_check(state: StackState, name: str) -> Callable[[], bool]:
+    """Whether ``name`` serves: Kafka answers metadata, Redis PONGs, Triton has every model
+    it was told to load ready."""
+    if name == "kafka":
+        return lambda: _kafka_ready(state.kafka_bootstrap)
+    if name == "redis":
+        return lambda: _redis_ready(state.redis_url)
+    argv = state.services["triton"].argv
+    models = tuple(a.split("=", 1)[1] for a in argv if a.startswith("--load-model="))
+    return lambda: _triton_ready(state.triton_url, models)
+
+
+READY_TIMEOUTS_S = {"kafka": 30.0, "redis": 10.0, "triton": 180.0}
+
+
+def spawn(
+    state: StackState, name: str, argv: list[str], port: int, env: dict[str, str] | None
+) -> subprocess.Popen[bytes]:
+    """Start one component in its own session (so it survives the CLI that started it, is
+    not hit by Ctrl-C, and can be killed with everything it starts); record it."""
+    run_dir = Path(state.run_dir)
+    log = run_dir / f"{name}.log"
+    with log.open("ab") as out:
+        proc = subprocess.Popen(
+            argv,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            cwd=run_dir,
+            start_new_session=True,
+        )
+    state.services[name] = ServiceRecord(name, proc.pid, port, argv[0], str(log), argv, env)
+    state.save()
+    return proc
+
+
+def kill_service(state: StackState, name: str) -> None:
+    """SIGKILL one component and everything it started (tritonserver's Python-backend stubs
+    run in its process group), as a crash would; return once all of them are gone."""
+    if name not in state.services:
+        raise StackError(f"the stack has no {name}; it has {', '.join(state.services)}")
+    record = state.services[name]
+    if pid_alive(record.pid, Path(record.binary).name):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(record.pid, signal.SIGKILL)
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(record.pid, 0)  # our own child: reap it (others are reaped by init)
+    wait_until(lambda: not group_members(record.pid), 10.0, f"{name} to exit")
+
+
+def start_service(state: StackState, name: str) -> None:
+    """Start a killed component again, as it was (same ports), and wait until it serves."""
+    if name not in state.services or not state.services[name].argv:
+        raise StackError(f"no {name} recorded to start again: `pocketvl stack up` first")
+    record = state.services[name]
+    if pid_alive(record.pid, Path(record.binary).name):
+        raise StackError(f"{name} is running (pid {record.pid}): `pocketvl stack stop {name}`")
+    proc = spawn(state, name, record.argv, record.port, record.env)
+    wait_until(ready_check(state, name), READY_TIMEOUTS_S[name], name, proc, Path(record.log))
+
+
 class LocalStack:
     """Start, check and stop the embedded services. Use as a context manager in tests."""
 
@@ -190,42 +260,16 @@ class LocalStack:
         self.state = StackState(run_dir=str(run_dir))
         self._procs: dict[str, subprocess.Popen[bytes]] = {}
         self._ports: Iterator[int] = iter(())
-        self._launch: dict[str, tuple[list[str], int, dict[str, str] | None]] = {}
 
     def _spawn(self, name: str, argv: list[str], port: int, env: dict[str, str] | None) -> None:
-        log = self.run_dir / f"{name}.log"
-        with log.open("ab") as out:
-            proc = subprocess.Popen(
-                argv,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                env=env,
-                cwd=self.run_dir,
-                start_new_session=True,  # survives the CLI that started it; not hit by Ctrl-C
-            )
-        self._procs[name] = proc
-        self._launch[name] = (argv, port, env)
-        self.state.services[name] = ServiceRecord(name, proc.pid, port, argv[0], str(log))
-        self.state.save()
+        self._procs[name] = spawn(self.state, name, argv, port, env)
 
     def kill(self, name: str) -> None:
-        """SIGKILL one component and everything it started (tritonserver's Python-backend
-        stubs run in its process group), as a crash would."""
-        record = self.state.services[name]
-        if pid_alive(record.pid, Path(record.binary).name):
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(record.pid, signal.SIGKILL)
-        proc = self._procs.get(name)
-        if proc is not None:
-            proc.wait(timeout=10)
-        wait_until(lambda: not _group_alive(record.pid), 10.0, f"{name} group to exit", None, None)
+        kill_service(self.state, name)
+        self._procs.pop(name, None)
 
     def start(self, name: str) -> None:
-        """Start a killed component again, on the same port(s), and wait until it is ready."""
-        argv, port, env = self._launch[name]
-        self._spawn(name, argv, port, env)
-        self._wait_ready(only=name)
+        start_service(self.state, name)
 
     def _start_kafka(self) -> None:
         port = next(self._ports)
@@ -276,18 +320,13 @@ class LocalStack:
             raise
         return self.state
 
-    def _wait_ready(self, only: str | None = None) -> None:
-        checks = {
-            "kafka": (lambda: _kafka_ready(self.state.kafka_bootstrap), 30.0),
-            "redis": (lambda: _redis_ready(self.state.redis_url), 10.0),
-            "triton": (lambda: _triton_ready(self.state.triton_url, self.models), 0.0),
-        }
-        for name in [only] if only else self.components:
-            check, timeout = checks[name]
+    def _wait_ready(self) -> None:
+        for name in self.components:
             record = self.state.services[name]
+            timeout = self.triton_timeout_s if name == "triton" else READY_TIMEOUTS_S[name]
             wait_until(
-                check,
-                timeout or self.triton_timeout_s,
+                ready_check(self.state, name),
+                timeout,
                 f"{name} ({record.binary})",
                 self._procs.get(name),
                 Path(record.log),
@@ -313,24 +352,6 @@ def stop_all(state: StackState) -> None:
     state.services.clear()
     state_file = Path(state.run_dir) / STATE_FILE
     state_file.unlink(missing_ok=True)
-
-
-def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # Zombies of the group (reaped by nobody yet) still count as members: look at states.
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[2]) == pgid and fields[0] != "Z":
-            return True
-    return False
 
 
 def status(state: StackState) -> dict[str, bool]:

@@ -49,6 +49,11 @@ def _png(image: Image.Image) -> bytes:
     return buffer.getvalue()
 
 
+def layout_max_tiles(layout: Layout) -> int | None:
+    """A cap the layout imposes on tiles per image (video frames: one each); None: none."""
+    return VIDEO_FRAME_MAX_TILES if layout == "video_frames" else None
+
+
 def compose(
     request: AnyRequest, media: list[DecodedMedia], question: str, layout: Layout
 ) -> Composed:
@@ -64,7 +69,7 @@ def compose(
         frames = [frame for m in media for frame in m.frames]
         prompt = video_frame_prefix(len(frames)) + question
         return Composed(
-            [_png(f) for f in frames], prompt, VIDEO_FRAME_MAX_TILES, ParseContext(sizes)
+            [_png(f) for f in frames], prompt, layout_max_tiles(layout), ParseContext(sizes)
         )
     return Composed([_png(m.frames[0]) for m in media], question, None, ParseContext(sizes))
 

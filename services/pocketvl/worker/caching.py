@@ -11,9 +11,9 @@ import hashlib
 import json
 from typing import Any
 
-from pocketvl.worker.ports import GenerationResult
+from pocketvl.worker.ports import CachedResult
 
-KEY_VERSION = "v2"  # v2: decode parameters and composition joined the key
+KEY_VERSION = "v3"  # v3: entries carry the image sizes; v2: decode parameters joined the key
 
 
 def cache_key(
@@ -46,8 +46,8 @@ class NoResultCache:
     """``cache_enabled=false``: every request goes to Triton. Duplicate suppression is the
     done-store's job and stays on."""
 
-    def get(self, key: str) -> GenerationResult | None:
+    def get(self, key: str) -> CachedResult | None:
         return None
 
-    def put(self, key: str, value: GenerationResult) -> None:
+    def put(self, key: str, value: CachedResult) -> None:
         return None

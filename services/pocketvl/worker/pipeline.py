@@ -34,8 +34,9 @@ from pocketvl.contracts.messages import (
     Timings,
     TokenCounts,
 )
-from pocketvl.domains.compose import Composed, prepare_inputs
+from pocketvl.domains.compose import Composed, layout_max_tiles, prepare_inputs
 from pocketvl.domains.registry import REGISTRY
+from pocketvl.domains.spec import ParseContext
 from pocketvl.errors import DeadLetterError, ImageError, InternalError
 from pocketvl.settings import Route, Settings
 from pocketvl.telemetry import WorkerMetrics
@@ -54,7 +55,13 @@ from pocketvl.worker.envelope import (
     topic,
 )
 from pocketvl.worker.images import ImageFetcher, LoadedImage
-from pocketvl.worker.ports import DoneStore, GenerationResult, InferenceBackend, ResultCache
+from pocketvl.worker.ports import (
+    CachedResult,
+    DoneStore,
+    GenerationResult,
+    InferenceBackend,
+    ResultCache,
+)
 from pocketvl.worker.retry import RetryPolicy, with_retries
 from pocketvl.worker.routing import resolve_route
 
@@ -180,12 +187,10 @@ class Pipeline:
             images = self._retrying(
                 self._store_policy, lambda: self.images.load_all(request.images)
             )
-        with self._span("decode and compose"):
-            composed = prepare_inputs(request, images, self.settings.limits)
         progress.stage = "infer"
-        result, hit, infer_ms = self._generate(request, route, images, composed)
+        result, context, hit, infer_ms = self._generate(request, route, images)
         progress.stage = "postprocess"
-        status, typed = REGISTRY.parse(request.task, result.text, composed.context)
+        status, typed = REGISTRY.parse(request.task, result.text, context)
         span.set_attribute("pocketvl.cache.hit", hit)
         span.set_attribute("pocketvl.route", route_key)
         answer = Answer(
@@ -208,15 +213,17 @@ class Pipeline:
         return self._answer_record(record, answer)
 
     def _generate(
-        self, request: AnyRequest, route: Route, images: list[LoadedImage], composed: Composed
-    ) -> tuple[GenerationResult, bool, float | None]:
-        """Cached result if there is one; otherwise Triton, then cache it (best effort)."""
+        self, request: AnyRequest, route: Route, images: list[LoadedImage]
+    ) -> tuple[GenerationResult, ParseContext, bool, float | None]:
+        """A cached result if there is one (looked up from the raw images' digests, so a hit
+        decodes nothing); otherwise decode, compose, ask Triton, and cache it (best effort)."""
         # The route caps both: a request may ask for less work, never for more.
         max_new_tokens = min(
             request.generation.max_new_tokens or route.max_new_tokens, route.max_new_tokens
         )
         max_tiles = min(request.generation.max_tiles or route.max_tiles, route.max_tiles)
-        max_tiles = min(max_tiles, composed.max_tiles or max_tiles)
+        layout_cap = layout_max_tiles(REGISTRY.for_task(request.task).layout)
+        max_tiles = min(max_tiles, layout_cap or max_tiles)
         version = self._retrying(
             self._triton_policy, lambda: self.inference.model_version(route.triton_model)
         )
@@ -237,7 +244,10 @@ class Pipeline:
             cached = self.cache.get(key)
         self.metrics.cache_lookups.add(1, {"result": "miss" if cached is None else "hit"})
         if cached is not None:
-            return cached, True, None
+            context = ParseContext(cached.image_sizes, cached.camera_sizes)
+            return cached.result, context, True, None
+        with self._span("decode and compose"):
+            composed = prepare_inputs(request, images, self.settings.limits)
         self._check_fits_one_call(composed)
         started = time.perf_counter()
         with self._span(f"triton infer {route.triton_model}", SpanKind.CLIENT):
@@ -253,8 +263,9 @@ class Pipeline:
             )
         infer_ms = (time.perf_counter() - started) * 1000
         self.metrics.inference_duration.record(infer_ms / 1000, {"model": route.triton_model})
-        self.cache.put(key, result)
-        return result, False, infer_ms
+        context = composed.context
+        self.cache.put(key, CachedResult(result, context.image_sizes, dict(context.camera_sizes)))
+        return result, context, False, infer_ms
 
     def _check_fits_one_call(self, composed: Composed) -> None:
         """gRPC refuses a message over the cap as RESOURCE_EXHAUSTED, which reads like an

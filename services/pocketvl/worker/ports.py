@@ -9,7 +9,7 @@ contract against both, so the fakes stay honest.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import NamedTuple, Protocol
 
 from pocketvl.worker.envelope import InboundRecord, OutboundRecord
@@ -28,6 +28,16 @@ class GenerationResult:
     prompt_tokens: int
     generated_tokens: int
     model_version: str
+
+
+@dataclass(frozen=True)
+class CachedResult:
+    """A cache entry: the generation, and the original image sizes its answer's coordinates
+    are mapped back to, so a hit needs no decoding at all."""
+
+    result: GenerationResult
+    image_sizes: tuple[tuple[int, int], ...] = ()
+    camera_sizes: Mapping[str, tuple[int, int]] = field(default_factory=dict)
 
 
 class Delivery(Protocol):
@@ -77,9 +87,9 @@ class ResultCache(Protocol):
     """Generation results by content key (``worker.caching.cache_key``). Best effort: an
     unreachable cache answers None and forgets writes; it never fails a request."""
 
-    def get(self, key: str) -> GenerationResult | None: ...
+    def get(self, key: str) -> CachedResult | None: ...
 
-    def put(self, key: str, value: GenerationResult) -> None: ...
+    def put(self, key: str, value: CachedResult) -> None: ...
 
 
 class DoneStore(Protocol):
