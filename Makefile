@@ -44,9 +44,11 @@ format: $(STAMP)
 test: setup lint
 	$(BIN)/pytest
 
-# Preprocessing and memory per request (CPU) always; engine throughput with full-size random weights only where
-# CUDA is available (it says so and skips otherwise).
+# The streaming benchmark (one worker against the echo and fixed_latency stand-ins, over Kafka,
+# with a Triton outage); preprocessing and memory per request (CPU); engine throughput with
+# full-size random weights only where CUDA is available (it says so and skips otherwise).
 bench: setup
+	$(BIN)/pocketvl bench --out bench/results
 	$(BIN)/python -m bench.preprocess
 	$(BIN)/python -m bench.memory
 	$(BIN)/python -m bench.engine

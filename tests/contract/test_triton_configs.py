@@ -11,7 +11,9 @@ from tritonclient.grpc import model_config_pb2
 from pocketvl.contracts import triton as tc
 from tests.conftest import REPO
 
+# The served models, and the benchmark's stand-ins (echo, fixed_latency): the same contract.
 CONFIGS = sorted((REPO / "model_repository").glob("*/config.pbtxt"))
+CONFIGS += sorted((REPO / "bench" / "model_repository").glob("*/config.pbtxt"))
 
 
 def parse(path: Path) -> model_config_pb2.ModelConfig:

@@ -1,8 +1,16 @@
-"""A private embedded stack per module, and load: requests out, outcomes counted by event id."""
+"""A private embedded stack per module, and load: requests out, outcomes counted by event id.
+
+A module overrides ``local_stack`` to get a different stack (``fault_stack(...,
+durable_broker=True)`` for a broker whose data survives its restart); ``settings`` follows.
+"""
 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -21,23 +29,31 @@ from pocketvl.settings import (
 from pocketvl.worker.envelope import request_record, topic
 from tests.conftest import REPO
 from tests.support.examples import example
-from tests.support.stack_settings import stack_settings
+from tests.support.stack_settings import settings_env, stack_settings
 
 pytestmark = pytest.mark.integration
+
+
+def fault_stack(
+    tmp_path_factory: pytest.TempPathFactory, checkpoint_root: Path, durable_broker: bool = False
+) -> Iterator[LocalStack]:
+    """The body of a module's ``local_stack`` fixture: a stack of its own, up while it runs."""
+    stack = LocalStack(
+        tmp_path_factory.mktemp("fault-stack"),
+        REPO / "model_repository",
+        checkpoint_root,
+        (TINY_MODEL,),
+        durable_broker=durable_broker,
+    )
+    with stack:
+        yield stack
 
 
 @pytest.fixture(scope="module")
 def local_stack(
     tmp_path_factory: pytest.TempPathFactory, checkpoint_root: Path
 ) -> Iterator[LocalStack]:
-    stack = LocalStack(
-        tmp_path_factory.mktemp("fault-stack"),
-        REPO / "model_repository",
-        checkpoint_root,
-        (TINY_MODEL,),
-    )
-    with stack:
-        yield stack
+    yield from fault_stack(tmp_path_factory, checkpoint_root)
 
 
 @pytest.fixture
@@ -90,3 +106,36 @@ def outcomes(settings: Settings, timeout_s: float = 5.0) -> Outcomes:
         Counter(json.loads(r.value)["event_id"] for r in answers),
         Counter(json.loads(r.value)["event_id"] for r in dlq if r.value),
     )
+
+
+def outcomes_of(
+    settings: Settings, ids: list[str], timeout_s: float = 60.0, read_s: float = 5.0
+) -> Outcomes:
+    """The outcomes once every id has one, or as they are after ``timeout_s``. Each look
+    reads the topics for ``read_s`` (a broker on S3 storage reads each batch from it: give
+    it longer); one that missed the newest records is followed by another."""
+    deadline = time.monotonic() + timeout_s
+    seen = outcomes(settings, read_s)
+    while seen.lost(ids) and time.monotonic() < deadline:
+        seen = outcomes(settings, read_s)
+    return seen
+
+
+def start_worker(settings: Settings, log: Path, *args: str) -> subprocess.Popen[bytes]:
+    """A ``pocketvl worker`` subprocess on ``settings`` (its worker section too), logging
+    to ``log`` (appended: a file never fills up and blocks the worker, as a pipe can)."""
+    worker = settings.worker
+    env = {
+        **os.environ,
+        **settings_env(settings),
+        "POCKETVL_WORKER__MAX_IN_FLIGHT": str(worker.max_in_flight),
+        "POCKETVL_WORKER__SHUTDOWN_TIMEOUT_S": str(worker.shutdown_timeout_s),
+    }
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "pocketvl.cli.main", "worker", *args],
+            cwd=REPO,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )

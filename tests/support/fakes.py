@@ -44,6 +44,10 @@ class ScriptedInference:
         self.errors = list(errors or [])
         self.calls: list[tuple[str, int, str, int, int]] = []
         self.images: list[list[bytes]] = []
+        self.capacities: dict[str, int] = {}
+
+    def capacity(self, model: str) -> int | None:
+        return self.capacities.get(model)
 
     def model_version(self, model: str) -> str:
         return "1"
@@ -84,6 +88,7 @@ class InMemorySource:
         self.closed = False
         self.paused: set[Partition] = set()
         self.pauses = 0  # how often pause() was asked for
+        self.ever_paused: set[Partition] = set()
         self.revoke_callbacks: list[Callable[[set[Partition]], None]] = []
 
     def poll(self, timeout_s: float) -> list[InboundRecord]:
@@ -109,6 +114,7 @@ class InMemorySource:
     def pause(self, partitions: set[Partition]) -> None:
         self.pauses += 1
         self.paused |= partitions
+        self.ever_paused |= partitions
 
     def resume(self, partitions: set[Partition]) -> None:
         self.paused -= partitions
@@ -134,6 +140,9 @@ class InMemoryDelivery:
     record: OutboundRecord
     sink: InMemorySink
     error: Exception | None = None
+
+    def done(self) -> bool:
+        return True
 
     def wait(self, timeout_s: float) -> None:
         if self.error is not None:

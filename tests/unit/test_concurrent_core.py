@@ -7,11 +7,12 @@ import itertools
 import json
 import threading
 import time
+from collections import Counter
 from typing import Any
 
 import pytest
 
-from pocketvl.settings import WorkerSettings
+from pocketvl.settings import Route, WorkerSettings
 from pocketvl.worker.envelope import InboundRecord
 from pocketvl.worker.loop import Worker
 from pocketvl.worker.ports import GenerationResult, Partition
@@ -31,6 +32,12 @@ class TimedInference:
         self.lock = threading.Lock()
         self.running = 0
         self.most_at_once = 0
+        self.by_model: Counter[str] = Counter()
+        self.most_by_model: Counter[str] = Counter()
+        self.capacities: dict[str, int] = {}
+
+    def capacity(self, model: str) -> int | None:
+        return self.capacities.get(model)
 
     def model_version(self, model: str) -> str:
         return "1"
@@ -41,19 +48,22 @@ class TimedInference:
         with self.lock:
             self.running += 1
             self.most_at_once = max(self.most_at_once, self.running)
+            self.by_model[model] += 1
+            self.most_by_model[model] = max(self.most_by_model[model], self.by_model[model])
         event_id = question.split("\n", 1)[0]  # the question opens with the event id
         started = time.monotonic()
         time.sleep(self.slow.get(event_id, self.delay_s))
         with self.lock:
             self.running -= 1
+            self.by_model[model] -= 1
             self.spans[event_id] = (started, time.monotonic())
         return GenerationResult("B", 10, 1, "1")
 
 
-def request(event_id: str) -> bytes:
+def request(event_id: str, task: str = "medical") -> bytes:
     # The question carries the event id, so the fake can tell the calls apart (and no two
     # requests share a cache entry).
-    value: dict[str, Any] = example("medical")
+    value: dict[str, Any] = example(task)
     value = {**value, "event_id": event_id, "task": {**value["task"], "question": event_id}}
     return json.dumps(value).encode()
 
@@ -159,3 +169,65 @@ def test_revoked_partitions_are_committed_as_far_as_finished_and_then_let_go() -
     assert [e for e in answered if e.startswith("p1")] == ["p1o0"]  # the rest left with it
     assert [e for e in answered if e.startswith("p0")] == [f"p0o{o}" for o in range(4)]
     assert source.committed == {Partition(TOPIC, 0): 4, Partition(TOPIC, 1): 1}
+
+
+def two_model_worker(
+    inference: TimedInference, source: InMemorySource, sink: InMemorySink, **settings: Any
+) -> Worker:
+    """medical/vqa goes to the model ``slow``, medical/choice to ``fast``."""
+    worker = worker_for(inference, source, sink, **settings)
+    routes = worker.pipeline.settings.routing.routes
+    routes["medical/vqa"] = Route(triton_model="slow", checkpoint="slow-checkpoint")
+    routes["medical/choice"] = Route(triton_model="fast", checkpoint="fast-checkpoint")
+    return worker
+
+
+def slow_and_fast(slow: int, fast: int) -> list[InboundRecord]:
+    """``slow`` vqa records first, then ``fast`` choice records, each with its own key."""
+    records = [
+        InboundRecord(TOPIC, 0, i, f"s{i}".encode(), request(f"s{i}", "medical.vqa"))
+        for i in range(slow)
+    ]
+    records += [
+        InboundRecord(TOPIC, 1, i, f"f{i}".encode(), request(f"f{i}", "medical.choice"))
+        for i in range(fast)
+    ]
+    return records
+
+
+@pytest.mark.parametrize("budget_from", ["triton", "settings"])
+def test_a_slow_model_fills_its_own_budget_never_the_others(budget_from: str) -> None:
+    inference, sink = (
+        TimedInference(delay_s=0.01, slow={f"s{i}": 0.3 for i in range(8)}),
+        InMemorySink(),
+    )
+    extra: dict[str, Any] = {}
+    if budget_from == "triton":
+        inference.capacities = {"slow": 2}  # what Triton says it runs at once
+    else:
+        extra["model_in_flight"] = {"slow": 2}
+    worker = two_model_worker(
+        inference, InMemorySource([slow_and_fast(8, 8)]), sink, max_in_flight=8, **extra
+    )
+    worker.run(max_records=16, idle_timeout_s=1)
+    assert inference.most_by_model["slow"] == 2  # never more than its budget...
+    assert inference.most_at_once >= 3  # ... while the fast model used the other slots
+    first_slow_done = min(inference.spans[f"s{i}"][1] for i in range(8))
+    assert max(inference.spans[f"f{i}"][1] for i in range(8)) < first_slow_done
+    assert len(answered_ids(sink)) == 16
+
+
+def test_back_pressure_pauses_only_the_partitions_feeding_the_full_model() -> None:
+    records = slow_and_fast(12, 12)
+    batches = [records[i::6] for i in range(6)]  # slow and fast records in every poll
+    inference = TimedInference(delay_s=0.01, slow={f"s{i}": 0.1 for i in range(12)})
+    inference.capacities = {"slow": 1}
+    sink, source = InMemorySink(), InMemorySource(batches)
+    worker = two_model_worker(inference, source, sink, max_in_flight=4, max_buffered=3)
+    worker.run(max_records=24, idle_timeout_s=1)
+    assert source.ever_paused == {Partition(TOPIC, 0)}  # the slow model's partition only
+    assert not source.paused
+    assert sorted(answered_ids(sink)) == sorted(
+        [f"s{i}" for i in range(12)] + [f"f{i}" for i in range(12)]
+    )
+    assert source.committed == {Partition(TOPIC, 0): 12, Partition(TOPIC, 1): 12}

@@ -59,10 +59,10 @@ def test_a_bug_in_any_stage_is_dead_lettered_and_the_next_records_are_answered()
     pipeline.done = BuggyDoneStore()
     real_process = pipeline.process
 
-    def process(inbound: InboundRecord) -> OutboundRecord | None:
+    def process(inbound: InboundRecord, parsed: object = None) -> OutboundRecord | None:
         if inbound.offset == 3:  # the pipeline itself fails: the loop's own guard
             raise MemoryError("out of memory while building the DLQ record")
-        return real_process(inbound)
+        return real_process(inbound, parsed)
 
     pipeline.process = process  # type: ignore[method-assign,assignment]
     values = [valid("bug-at-cache"), valid("bug-at-done-check"), b"{oops", valid("x")]

@@ -114,7 +114,9 @@ def _producer(settings: KafkaSettings) -> Any:
 def _inbound(record: Any) -> InboundRecord:
     headers = [(k, bytes(v) if v is not None else b"") for k, v in (record.headers or [])]
     value = record.value if record.value is not None else b""
-    return InboundRecord(record.topic, record.partition, record.offset, record.key, value, headers)
+    return InboundRecord(
+        record.topic, record.partition, record.offset, record.key, value, headers, record.timestamp
+    )
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -151,6 +153,7 @@ class KafkaRecordSource:
         self.rebalance.revoke_callbacks.append(callback)
 
     def poll(self, timeout_s: float) -> list[InboundRecord]:
+        _free_parked_records(self.consumer)
         batch = self.consumer.poll(timeout_ms=int(timeout_s * 1000))
         return [_inbound(record) for records in batch.values() for record in records]
 
@@ -166,9 +169,27 @@ class KafkaRecordSource:
         self.consumer.close()
 
 
+def _free_parked_records(consumer: Any) -> None:
+    """Work around kafka-python 3.0.12 losing resumed partitions.
+
+    Records fetched for a partition that is then paused are parked; on a later poll they
+    are put back only while the fetcher's in-line slot is None. But a drained slot keeps
+    its emptied (falsy) record set, so a parked partition is never restored, and never
+    fetched again either: after pause and resume it would stall for good (seen here as a
+    worker idle with lag on every partition). Emptying a drained slot lets it go on.
+    """
+    fetcher: Any = getattr(consumer, "_fetcher", None)
+    current = getattr(fetcher, "_next_partition_records", None)
+    if current is not None and not current:
+        fetcher._next_partition_records = None
+
+
 class _KafkaDelivery:
     def __init__(self, future: Any) -> None:
         self.future = future
+
+    def done(self) -> bool:
+        return bool(self.future.is_done)
 
     def wait(self, timeout_s: float) -> None:
         try:
@@ -219,6 +240,25 @@ def read_records(
 
     No consumer group: nothing is committed, so reading never disturbs the workers.
     """
+    out: list[InboundRecord] = []
+    deadline = time.monotonic() + timeout_s
+    follow_records(
+        settings,
+        topics,
+        out.append,
+        lambda: time.monotonic() >= deadline or (count is not None and len(out) >= count),
+    )
+    return out if count is None else out[:count]
+
+
+def follow_records(
+    settings: KafkaSettings,
+    topics: list[str],
+    on_record: Callable[[InboundRecord], None],
+    done: Callable[[], bool],
+) -> None:
+    """Hand every record of ``topics``, from the start, to ``on_record`` as it arrives,
+    until ``done()`` says so. No consumer group: nothing is committed."""
     with _reaching(settings):
         consumer = KafkaConsumer(
             **_common(settings),
@@ -232,11 +272,9 @@ def read_records(
         ]
         consumer.assign(partitions)
         consumer.seek_to_beginning(*partitions)
-        out: list[InboundRecord] = []
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline and (count is None or len(out) < count):
+        while not done():
             for records in consumer.poll(timeout_ms=200).values():
-                out.extend(_inbound(r) for r in records)
-        return out if count is None else out[:count]
+                for record in records:
+                    on_record(_inbound(record))
     finally:
         consumer.close()

@@ -7,7 +7,7 @@ else is an ``InferenceError`` for this request only.
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import tritonclient.grpc as grpcclient
@@ -23,14 +23,6 @@ _RETRYABLE = {
     "StatusCode.RESOURCE_EXHAUSTED",
     "StatusCode.DEADLINE_EXCEEDED",
 }
-
-
-class InferenceBackend(Protocol):
-    def model_version(self, model: str) -> str: ...
-
-    def generate(
-        self, model: str, images: list[bytes], question: str, max_new_tokens: int, max_tiles: int
-    ) -> GenerationResult: ...
 
 
 def _translate(exc: InferenceServerException, model: str) -> InferenceError:
@@ -64,6 +56,11 @@ class TritonInference:
             channel_args=[
                 ("grpc.max_send_message_length", size),
                 ("grpc.max_receive_message_length", size),
+                # gRPC backs off reconnecting up to 120 s by default: after an outage the
+                # channel would stay idle long after Triton is back. Try as often as we retry.
+                ("grpc.initial_reconnect_backoff_ms", 100),
+                ("grpc.min_reconnect_backoff_ms", 100),
+                ("grpc.max_reconnect_backoff_ms", max(100, int(settings.backoff_max_s * 1000))),
             ],
         )
         self.timeout_s = settings.timeout_s
@@ -78,6 +75,16 @@ class TritonInference:
                 raise _translate(exc, model) from exc
             self._versions[model] = max(meta.versions, key=int) if meta.versions else "1"
         return self._versions[model]
+
+    def capacity(self, model: str) -> int | None:
+        try:
+            reply = self.client.get_model_config(model, as_json=True, client_timeout=2.0)
+        except InferenceServerException:
+            return None
+        config = reply.get("config", {})
+        batch = int(config.get("max_batch_size", 0)) or 1
+        instances = sum(int(g.get("count", 1)) for g in config.get("instance_group", [])) or 1
+        return batch * instances
 
     def generate(
         self, model: str, images: list[bytes], question: str, max_new_tokens: int, max_tiles: int
@@ -101,8 +108,16 @@ class TritonInference:
 
     def inference_count(self, model: str) -> int:
         """Successful inferences Triton has run for ``model`` (its own statistics)."""
+        return self.batch_counts(model)[0]
+
+    def batch_counts(self, model: str) -> tuple[int, int]:
+        """(requests inferred, model executions) so far: their ratio between two readings
+        is the average batch Triton's batcher formed."""
         stats = self.client.get_inference_statistics(model)
-        return sum(int(s.inference_count) for s in stats.model_stats)
+        return (
+            sum(int(s.inference_count) for s in stats.model_stats),
+            sum(int(s.execution_count) for s in stats.model_stats),
+        )
 
     def close(self) -> None:
         self.client.close()

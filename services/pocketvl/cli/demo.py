@@ -24,7 +24,7 @@ TEXT_WIDTH = 34
 
 def _examples() -> list[dict[str, Any]]:
     """One example request per registered task, from ``schemas/examples/DOMAIN.TASK.json``."""
-    directory = paths.model_repository().parent / "schemas" / "examples"
+    directory = paths.examples_dir()
     return [json.loads((directory / spec.example_file()).read_text()) for spec in REGISTRY]
 
 

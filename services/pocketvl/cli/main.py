@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 from pydantic import ValidationError
 
+from pocketvl.cli.bench import add_bench_parser
 from pocketvl.cli.extras import require_extra
 from pocketvl.cli.models import add_models_parser, cmd_models
 from pocketvl.devstack import paths
@@ -327,6 +328,8 @@ def build_parser(registry: Registry = REGISTRY) -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="start the local stack, answer the examples, stop")
     demo.set_defaults(func=cmd_demo)
+
+    add_bench_parser(sub)
     return parser
 
 

@@ -35,6 +35,19 @@ def model_repository() -> Path:
     )
 
 
+def stand_in_repository() -> Path:
+    """``bench/model_repository/``: the ``echo`` and ``fixed_latency`` benchmark models."""
+    path = model_repository().parent / "bench" / "model_repository"
+    if not path.is_dir():
+        raise StackError(f"{path} not found: run from the checkout")
+    return path
+
+
+def examples_dir() -> Path:
+    """``schemas/examples/``: one example request per task."""
+    return model_repository().parent / "schemas" / "examples"
+
+
 def ensure_tiny_checkpoints() -> Path:
     """Build the tiny test checkpoints once (deterministic; a few seconds)."""
     build_tiny_checkpoints(checkpoint_dir())

@@ -1,5 +1,8 @@
 """The embedded local stack: a Kafka-API broker (tansu), Redis and Triton, without Docker.
 
+The broker keeps its data in memory (lost when it restarts) unless the stack is durable:
+then it stores it in a local S3 server (moto), a component of its own, started first.
+
 Each service runs on a free loopback port, logs into the run directory, is waited on with
 readiness checks (never fixed sleeps) and is stopped by PID. ``pocketvl stack up|down|status``
 uses this with a run directory that outlives the command; tests use it as a context manager.
@@ -22,6 +25,7 @@ from importlib.util import find_spec
 from pathlib import Path
 from types import TracebackType
 
+from pocketvl.devstack import s3
 from pocketvl.devstack.processes import (
     free_ports,
     group_members,
@@ -179,7 +183,9 @@ def _triton_ready(url: str, models: tuple[str, ...]) -> bool:
 
 def ready_check(state: StackState, name: str) -> Callable[[], bool]:
     """Whether ``name`` serves: Kafka answers metadata, Redis PONGs, Triton has every model
-    it was told to load ready."""
+    it was told to load ready, S3 holds the broker's bucket (made if missing)."""
+    if name == "s3":
+        return lambda: s3.ensure_bucket(state.services["s3"].port)
     if name == "kafka":
         return lambda: _kafka_ready(state.kafka_bootstrap)
     if name == "redis":
@@ -189,7 +195,7 @@ def ready_check(state: StackState, name: str) -> Callable[[], bool]:
     return lambda: _triton_ready(state.triton_url, models)
 
 
-READY_TIMEOUTS_S = {"kafka": 30.0, "redis": 10.0, "triton": 180.0}
+READY_TIMEOUTS_S = {"s3": 30.0, "kafka": 30.0, "redis": 10.0, "triton": 180.0}
 
 
 def spawn(
@@ -240,7 +246,11 @@ def start_service(state: StackState, name: str) -> None:
 
 
 class LocalStack:
-    """Start, check and stop the embedded services. Use as a context manager in tests."""
+    """Start, check and stop the embedded services. Use as a context manager in tests.
+
+    ``durable_broker``: the broker stores in S3 (the "s3" component, started and ready
+    before it), so topics, records and committed offsets survive a broker kill and start.
+    """
 
     def __init__(
         self,
@@ -250,12 +260,14 @@ class LocalStack:
         models: tuple[str, ...],
         components: tuple[str, ...] = ("kafka", "redis", "triton"),
         triton_timeout_s: float = 180.0,
+        durable_broker: bool = False,
     ) -> None:
         self.run_dir = run_dir
         self.model_repository = model_repository
         self.checkpoint_dir = checkpoint_dir
         self.models = models
-        self.components = components
+        self.durable_broker = durable_broker
+        self.components = ("s3", *components) if durable_broker else components
         self.triton_timeout_s = triton_timeout_s
         self.state = StackState(run_dir=str(run_dir))
         self._procs: dict[str, subprocess.Popen[bytes]] = {}
@@ -271,12 +283,22 @@ class LocalStack:
     def start(self, name: str) -> None:
         start_service(self.state, name)
 
+    def _start_s3(self) -> None:
+        """moto first, and ready with its bucket: tansu needs the bucket when it starts."""
+        port = next(self._ports)
+        self._spawn("s3", s3.moto_argv(port), port, None)
+        self._wait_ready(("s3",))
+
     def _start_kafka(self) -> None:
         port = next(self._ports)
         url = f"tcp://127.0.0.1:{port}"
+        storage, env = "memory://tansu/", None
+        if self.durable_broker:
+            storage = s3.STORAGE_URL
+            env = {**os.environ, **s3.broker_environment(self.state.services["s3"].port)}
         argv = [str(tansu_binary()), "broker", "--listener-url", url]
-        argv += ["--advertised-listener-url", url, "--storage-engine", "memory://tansu/"]
-        self._spawn("kafka", argv, port, None)
+        argv += ["--advertised-listener-url", url, "--storage-engine", storage]
+        self._spawn("kafka", argv, port, env)
 
     def _start_redis(self) -> None:
         port = next(self._ports)
@@ -308,20 +330,20 @@ class LocalStack:
         raise AssertionError("unreachable")
 
     def _start_all(self) -> StackState:
-        starters = {"kafka": self._start_kafka, "redis": self._start_redis}
-        starters["triton"] = self._start_triton
-        self._ports = iter(free_ports(5))  # distinct: chosen together
+        starters = {"s3": self._start_s3, "kafka": self._start_kafka}
+        starters |= {"redis": self._start_redis, "triton": self._start_triton}
+        self._ports = iter(free_ports(6))  # distinct: chosen together
         try:
             for name in self.components:
                 starters[name]()
-            self._wait_ready()
+            self._wait_ready(self.components)
         except BaseException:
             self.down()
             raise
         return self.state
 
-    def _wait_ready(self) -> None:
-        for name in self.components:
+    def _wait_ready(self, names: tuple[str, ...]) -> None:
+        for name in names:
             record = self.state.services[name]
             timeout = self.triton_timeout_s if name == "triton" else READY_TIMEOUTS_S[name]
             wait_until(

@@ -81,8 +81,10 @@ def decode_request(
     *,
     max_bytes: int = 8 * 1024 * 1024,
     max_depth: int = 32,
+    parsed: object = None,
 ) -> AnyRequest:
-    raw = parse_json(value, max_bytes, max_depth)
+    """``parsed``: the value already parsed by ``parse_json`` (with the same caps), if it was."""
+    raw = parsed if parsed is not None else parse_json(value, max_bytes, max_depth)
     if not isinstance(raw, dict):
         raise SchemaError("schema_invalid", "request must be a JSON object")
     try:

@@ -47,6 +47,7 @@ class InboundRecord:
     key: bytes | None
     value: bytes
     headers: Headers = field(default_factory=list)
+    timestamp_ms: int | None = None  # the broker record's timestamp, where known
 
 
 @dataclass(frozen=True)

@@ -3,18 +3,21 @@
 One thread polls, dispatches and settles; a bounded pool runs ``Pipeline.process`` (decode,
 fetch, cache, Triton) for up to ``worker.max_in_flight`` records at once, so Triton's
 dynamic batcher sees concurrent requests and a slow request holds up only its own key.
+Each Triton model has its own budget of requests in flight (``scheduling.Scheduler``): a
+slow model fills its own budget, never the others'.
 
 - Ordering (``worker.ordering``): "key" (default) runs records with the same key one after
   another, in offset order, and different keys in parallel; "partition" one at a time per
   partition; "none" in any order. A record's answer is published before the next record of
   its lane starts, so answers of one key arrive in request order.
 - At-least-once: an offset is finished once its answer or DLQ record is acked by the broker
-  (or it was a duplicate); ``OffsetTracker`` commits, per partition, only below the lowest
-  unfinished offset. If Kafka cannot take results at all, the error stops the worker and
-  nothing past the unfinished work is committed.
-- Back-pressure: beyond ``worker.max_buffered`` received-but-not-started records the
-  assigned partitions are paused and polling goes on, so the group never sees the worker as
-  stuck whatever inference takes; they resume when the buffer drains to half.
+  (or it was a duplicate); results are not flushed one by one: the producer batches them
+  and the loop settles each as its ack arrives. ``OffsetTracker`` commits, per partition,
+  only below the lowest unfinished offset. If Kafka cannot take results at all, the error
+  stops the worker and nothing past the unfinished work is committed.
+- Back-pressure: when ``worker.max_buffered`` received records wait for one model, the
+  partitions feeding it are paused and polling goes on, so the group never sees the worker
+  as stuck whatever inference takes; they resume when its queue drains to half.
 - Rebalance: before partitions are revoked, what is finished on them is committed and their
   unstarted records dropped (the new owner gets them); their in-flight results are still
   published, never committed here.
@@ -31,7 +34,7 @@ import logging
 import queue
 import threading
 import time
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from collections.abc import Hashable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -42,6 +45,7 @@ from pocketvl.worker.envelope import InboundRecord, OutboundRecord, domain_of
 from pocketvl.worker.offsets import OffsetTracker
 from pocketvl.worker.pipeline import Pipeline
 from pocketvl.worker.ports import Delivery, Partition, RecordSink, RecordSource
+from pocketvl.worker.scheduling import Job, Scheduler
 
 log = logging.getLogger(__name__)
 ACK_TIMEOUT_S = 30.0
@@ -64,9 +68,20 @@ class _Sent:
 
 @dataclass
 class _Done:
-    lane: Hashable
-    inbound: InboundRecord
+    job: Job
     outbound: OutboundRecord | None  # None: a duplicate, nothing to publish
+
+    @property
+    def inbound(self) -> InboundRecord:
+        return self.job.inbound
+
+
+@dataclass
+class _Pending:
+    """A finished record whose result the broker has not acknowledged yet."""
+
+    done: _Done
+    sent: _Sent | None  # None: a duplicate, nothing was sent
 
 
 class Worker:
@@ -85,13 +100,15 @@ class Worker:
         self.tracker = OffsetTracker()
         self._pool = ThreadPoolExecutor(self.settings.max_in_flight, "pocketvl-work")
         self._completed: queue.SimpleQueue[_Done] = queue.SimpleQueue()
-        self._lanes: dict[Hashable, deque[InboundRecord]] = {}
-        self._ready: deque[Hashable] = deque()  # lanes with a record waiting and none running
-        self._busy: set[Hashable] = set()  # lanes with a record running
-        self._in_flight = 0
-        self._buffered = 0
+        self.scheduler = Scheduler(self._budget)
+        self._budgets: dict[str, tuple[int, float]] = {}  # model -> (budget, when known)
+        self._in_flight = 0  # dispatched, and not yet settled (acked by the broker)
+        self._running = 0  # dispatched, and not yet finished by the pool
         self._paused: set[Partition] = set()
+        self._full: set[str | None] = set()  # models whose waiting records paused their feeds
         self._recent: OrderedDict[str, None] = OrderedDict()
+        self._unacked: list[_Pending] = []
+        self._answering: set[str] = set()  # event ids whose answer is sent, not yet acked
         source.on_revoke(self._revoked)
 
     @property
@@ -110,12 +127,12 @@ class Worker:
         stop = stop or threading.Event()
         last_record = time.monotonic()
         while not stop.is_set():
-            self._settle(wait_s=0.02 if self._in_flight else 0.0)
+            self._settle(wait_s=0.01 if self._running else 0.0)
             if max_records is not None and self.stats.processed >= max_records:
                 break
             wanted = None if max_records is None else max_records - self.stats.processed
-            if wanted is None or self._buffered + self._in_flight < wanted:
-                batch = self.source.poll(timeout_s=0.02 if self._in_flight else 0.2)
+            if wanted is None or self.scheduler.buffered + self._in_flight < wanted:
+                batch = self.source.poll(timeout_s=0.01 if self._in_flight else 0.2)
             else:
                 batch = []
             for inbound in batch:
@@ -124,7 +141,7 @@ class Worker:
                 last_record = time.monotonic()
             self._dispatch(wanted)
             self._apply_back_pressure()
-            idle = not batch and not self._in_flight and not self._buffered
+            idle = not batch and not self._in_flight and not self.scheduler.buffered
             if (
                 idle
                 and idle_timeout_s is not None
@@ -137,12 +154,24 @@ class Worker:
     def _receive(self, inbound: InboundRecord) -> None:
         partition = Partition(inbound.topic, inbound.partition)
         self.tracker.track(partition, inbound.offset)
-        lane = self._lane_of(inbound)
-        waiting = self._lanes.setdefault(lane, deque())
-        waiting.append(inbound)
-        if lane not in self._busy and len(waiting) == 1:
-            self._ready.append(lane)
-        self._buffered += 1
+        model, parsed = self.pipeline.route_of(inbound)
+        self.scheduler.add(Job(inbound, self._lane_of(inbound), model, parsed))
+
+    def _budget(self, model: str | None) -> int:
+        """Requests in flight for ``model``: ``worker.model_in_flight`` if set, else what
+        Triton runs at once (max_batch_size x instances, read from it), within
+        ``worker.max_in_flight``. While Triton cannot say, the global cap applies."""
+        cap = self.settings.max_in_flight
+        if model is None:
+            return cap
+        if model in self.settings.model_in_flight:
+            return min(cap, self.settings.model_in_flight[model])
+        known = self._budgets.get(model)
+        if known is None or (known[0] == cap and time.monotonic() - known[1] > 30):
+            capacity = self.pipeline.inference.capacity(model)
+            known = (min(cap, capacity or cap), time.monotonic())
+            self._budgets[model] = known
+        return known[0]
 
     def _lane_of(self, inbound: InboundRecord) -> Hashable:
         where = (inbound.topic, inbound.partition)
@@ -153,26 +182,25 @@ class Worker:
         return (*where, "offset", inbound.offset)
 
     def _dispatch(self, wanted: int | None) -> None:
-        while self._ready and self._in_flight < self.settings.max_in_flight:
-            if wanted is not None and self._in_flight >= wanted:
-                return
-            lane = self._ready.popleft()
-            inbound = self._lanes[lane].popleft()
-            self._busy.add(lane)
-            self._buffered -= 1
+        room = self.settings.max_in_flight - self._in_flight
+        if wanted is not None:
+            room = min(room, wanted - self._in_flight)
+        for job in self.scheduler.take(room) if room > 0 else []:
             self._in_flight += 1
-            self._pool.submit(self._work, lane, inbound)
+            self._running += 1
+            self._pool.submit(self._work, job)
 
-    def _work(self, lane: Hashable, inbound: InboundRecord) -> None:
+    def _work(self, job: Job) -> None:
         try:
-            outbound = self._process(inbound)
+            outbound = self._process(job.inbound, job.parsed)
         except Exception:  # not even a DLQ record could be built: finish it, loudly
-            log.exception("record %s/%d@%d lost its result", *_where(inbound))
+            log.exception("record %s/%d@%d lost its result", *_where(job.inbound))
             outbound = None
-        self._completed.put(_Done(lane, inbound, outbound))
+        self._completed.put(_Done(job, outbound))
 
     def _settle(self, wait_s: float) -> None:
-        """Publish what finished, wait for the broker's acks, then mark, free and commit."""
+        """Send the results of finished work (the producer batches them), then settle what
+        the broker has acknowledged: mark answered, free the lane, commit."""
         done: list[_Done] = []
         try:
             done.append(
@@ -182,53 +210,61 @@ class Worker:
                 done.append(self._completed.get_nowait())
         except queue.Empty:
             pass
-        if not done:
-            return
-        self._publish(done)
+        self._running -= len(done)
         for item in done:
-            self._in_flight -= 1
-            self.tracker.finish(
-                Partition(item.inbound.topic, item.inbound.partition), item.inbound.offset
-            )
-            self._free(item.lane)
-        self._commit()
+            self._unacked.append(self._publish(item))
+        self._reap()
 
-    def _publish(self, done: list[_Done]) -> None:
-        sent: list[_Sent] = []
-        answering: list[str] = []
-        for item in done:
-            self.stats.processed += 1
-            outbound = item.outbound
-            if outbound is None or (
-                outbound.answers and self._answered(outbound.answers, answering)
-            ):
-                self.stats.duplicates += 1  # answered before, or racing its twin in flight
+    def _publish(self, item: _Done) -> _Pending:
+        self.stats.processed += 1
+        outbound = item.outbound
+        if outbound is None or (outbound.answers and self._answered(outbound.answers)):
+            self.stats.duplicates += 1  # answered before, or racing its twin in flight
+            return _Pending(item, None)
+        entry = self._send(item.inbound, outbound)  # may be a DLQ record in its place
+        if entry.outbound.answers is not None:
+            self._answering.add(entry.outbound.answers)
+        return _Pending(item, entry)
+
+    def _reap(self, block: bool = False) -> None:
+        """Settle every result the broker has answered for (with ``block``, all of them):
+        only then is a request marked answered and its offset finished."""
+        if block and self._unacked:
+            self.sink.flush(ACK_TIMEOUT_S)
+        waiting: list[_Pending] = []
+        settled: list[_Done] = []
+        answered: list[str] = []
+        for pending in self._unacked:
+            sent = pending.sent
+            if sent is not None and not block and not sent.delivery.done():
+                waiting.append(pending)
                 continue
-            entry = self._send(item.inbound, outbound)  # may be a DLQ record in its place
-            if entry.outbound.answers is not None:
-                answering.append(entry.outbound.answers)
-            sent.append(entry)
-        self.sink.flush(ACK_TIMEOUT_S)
-        for entry in sent:
-            if not self._acked(entry) and entry.outbound.answers is not None:
-                answering.remove(entry.outbound.answers)
-        self.stats.dead_lettered += sum(1 for e in sent if e.outbound.answers is None)
-        self.pipeline.done.mark(answering)  # only after the broker has them
-        for event_id in answering:
+            if sent is not None:
+                event_id = sent.outbound.answers
+                acked = self._acked(sent)
+                if event_id is not None:
+                    self._answering.discard(event_id)
+                    if acked:
+                        answered.append(event_id)
+                if event_id is None or not acked:
+                    self.stats.dead_lettered += 1
+            settled.append(pending.done)
+        if not settled:
+            return
+        self._unacked = waiting
+        self.pipeline.done.mark(answered)  # only after the broker has them
+        for event_id in answered:
             self._recent[event_id] = None
             if len(self._recent) > _RECENT_ANSWERS:
                 self._recent.popitem(last=False)
+        for item in settled:
+            self._in_flight -= 1
+            self.tracker.finish(item.job.partition, item.inbound.offset)
+            self.scheduler.finished(item.job)
+        self._commit()
 
-    def _answered(self, event_id: str, answering: list[str]) -> bool:
-        return event_id in self._recent or event_id in answering
-
-    def _free(self, lane: Hashable) -> None:
-        self._busy.discard(lane)
-        waiting = self._lanes.get(lane)
-        if waiting:
-            self._ready.append(lane)
-        else:
-            self._lanes.pop(lane, None)
+    def _answered(self, event_id: str) -> bool:
+        return event_id in self._recent or event_id in self._answering
 
     def _commit(self) -> None:
         offsets = self.tracker.committable()
@@ -237,28 +273,30 @@ class Worker:
             self.tracker.committed(offsets)
 
     def _apply_back_pressure(self) -> None:
-        if not self._paused and self._buffered >= self.settings.max_buffered:
-            self._paused = self.source.assignment()
-            self.source.pause(self._paused)
-        elif self._paused and self._buffered <= self.settings.max_buffered // 2:
-            self.source.resume(self._paused)
-            self._paused = set()
+        """Pause the partitions feeding a model with ``worker.max_buffered`` records waiting;
+        resume them once it is down to half (and no other full model waits on them)."""
+        limit, waiting = self.settings.max_buffered, self.scheduler.waiting
+        self._full = {m for m in self._full if waiting[m] > limit // 2}
+        self._full |= {m for m, n in waiting.items() if n >= limit}
+        wanted: set[Partition] = set()
+        for model in self._full:
+            wanted |= self.scheduler.feeding(model)
+        wanted &= self.source.assignment()
+        if wanted - self._paused:
+            self.source.pause(wanted - self._paused)
+        if self._paused - wanted:
+            self.source.resume(self._paused - wanted)
+        self._paused = wanted
 
     def _revoked(self, partitions: set[Partition]) -> None:
         self._settle(wait_s=0.0)
+        self._reap(block=True)
         owned = self.tracker.committable()
         mine = {p: o for p, o in owned.items() if p in partitions}
         if mine:
             self.source.commit(mine)
         self.tracker.revoke(partitions)
-        for lane, waiting in list(self._lanes.items()):
-            kept = deque(r for r in waiting if Partition(r.topic, r.partition) not in partitions)
-            self._buffered -= len(waiting) - len(kept)
-            self._lanes[lane] = kept
-        self._ready = deque(lane for lane in self._ready if self._lanes.get(lane))
-        for lane in [lane for lane, waiting in self._lanes.items() if not waiting]:
-            if lane not in self._busy:
-                self._lanes.pop(lane)
+        self.scheduler.drop(partitions)
         self._paused -= partitions
 
     def _drain(self, timeout_s: float) -> None:
@@ -266,12 +304,13 @@ class Worker:
         deadline = time.monotonic() + timeout_s
         while self._in_flight and time.monotonic() < deadline:
             self._settle(wait_s=0.05)
+            self._reap(block=not self._running)
         if self._in_flight:
             log.warning("%d requests still in flight at shutdown: not committed", self._in_flight)
 
-    def _process(self, inbound: InboundRecord) -> OutboundRecord | None:
+    def _process(self, inbound: InboundRecord, parsed: object) -> OutboundRecord | None:
         try:
-            return self.pipeline.process(inbound)
+            return self.pipeline.process(inbound, parsed)
         except Exception as exc:  # even building the DLQ record failed: a bug
             log.exception("internal error outside the pipeline's stages on %s", inbound.topic)
             return self._dead_letter(inbound, InternalError("worker", exc))

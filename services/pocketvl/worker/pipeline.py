@@ -41,7 +41,7 @@ from pocketvl.errors import DeadLetterError, ImageError, InternalError
 from pocketvl.settings import Route, Settings
 from pocketvl.telemetry import WorkerMetrics
 from pocketvl.worker.caching import cache_key
-from pocketvl.worker.codec import decode_request
+from pocketvl.worker.codec import decode_request, parse_json
 from pocketvl.worker.envelope import (
     Headers,
     InboundRecord,
@@ -114,8 +114,31 @@ class Pipeline:
     metrics: WorkerMetrics = field(default_factory=WorkerMetrics.create)
     sleep: Callable[[float], None] = time.sleep
 
-    def process(self, record: InboundRecord) -> OutboundRecord | None:
-        """The answer or DLQ record; None for a request whose answer was already published."""
+    def route_of(self, record: InboundRecord) -> tuple[str | None, object]:
+        """The Triton model ``record`` will go to, read from its JSON alone, and that JSON
+        (for ``process``, so it is parsed once). None for a record that cannot be routed:
+        ``process`` dead-letters it, saying why. Never raises."""
+        domain = domain_of(self.settings.kafka.topic_prefix, record.topic)
+        caps = self.settings.kafka.max_message_bytes, self.settings.limits.max_json_depth
+        try:
+            raw = parse_json(record.value, *caps)
+        except DeadLetterError:
+            return None, None
+        task = raw.get("task") if isinstance(raw, dict) else None
+        size = raw.get("model_size") if isinstance(raw, dict) else None
+        if domain is None or not isinstance(task, dict) or not isinstance(task.get("type"), str):
+            return None, raw
+        if size is not None and not isinstance(size, str):
+            return None, raw
+        try:
+            _, route = resolve_route(self.settings.routing.routes, domain, task["type"], size)
+        except DeadLetterError:
+            return None, raw
+        return route.triton_model, raw
+
+    def process(self, record: InboundRecord, parsed: object = None) -> OutboundRecord | None:
+        """The answer or DLQ record; None for a request whose answer was already published.
+        ``parsed``: the value's JSON from ``route_of``, if it was read there."""
         producer_ctx = trace.get_current_span(_PROPAGATOR.extract(_header_carrier(record.headers)))
         links = (
             [Link(producer_ctx.get_span_context())]
@@ -132,7 +155,7 @@ class Pipeline:
             progress = _Progress()
             outcome, reason = "dead_lettered", "internal_error"
             try:
-                answered = self._answer(record, domain, span, progress)
+                answered = self._answer(record, domain, span, progress, parsed)
                 outcome = "answered" if answered is not None else "duplicate"
                 reason = ""
                 return answered
@@ -165,7 +188,7 @@ class Pipeline:
             yield span
 
     def _answer(
-        self, record: InboundRecord, domain: str, span: Span, progress: _Progress
+        self, record: InboundRecord, domain: str, span: Span, progress: _Progress, parsed: object
     ) -> OutboundRecord | None:
         started = time.perf_counter()
         request = decode_request(
@@ -173,6 +196,7 @@ class Pipeline:
             domain,
             max_bytes=self.settings.kafka.max_message_bytes,
             max_depth=self.settings.limits.max_json_depth,
+            parsed=parsed,
         )
         span.set_attribute("messaging.message.id", request.event_id)
         if self.done.seen(request.event_id):  # redelivered after its answer was acked

@@ -43,6 +43,9 @@ class CachedResult:
 class Delivery(Protocol):
     """A record handed to the broker."""
 
+    def done(self) -> bool:
+        """Whether the broker has answered (acknowledged or refused): ``wait`` won't block."""
+
     def wait(self, timeout_s: float) -> None:
         """Return once the broker acknowledged it. Raises ``RecordRefused`` when the broker
         refused this record (too large, invalid); any other error means the broker took
@@ -117,6 +120,10 @@ class InferenceBackend(Protocol):
     """A Triton model (or anything with its interface) that answers one request."""
 
     def model_version(self, model: str) -> str: ...
+
+    def capacity(self, model: str) -> int | None:
+        """Requests ``model`` runs at once (max batch x instances); None when unknown (the
+        server cannot say now). Never raises, and returns within a few seconds."""
 
     def generate(
         self, model: str, images: list[bytes], question: str, max_new_tokens: int, max_tiles: int
