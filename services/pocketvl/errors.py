@@ -186,6 +186,11 @@ class RecordRefused(PocketvlError):
     invalid. Other records still go through; the message says why."""
 
 
+class CacheUnavailable(PocketvlError):
+    """The result cache could not be reached: the request is answered without it, and its
+    answer says ``cache: unavailable``."""
+
+
 class BrokerUnavailable(PocketvlError):
     """No Kafka broker could be reached; the message names the address tried."""
 

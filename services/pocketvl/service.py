@@ -15,6 +15,7 @@ from pocketvl.worker.caching import NoResultCache
 from pocketvl.worker.envelope import all_topics, request_topics
 from pocketvl.worker.images import ImageFetcher
 from pocketvl.worker.loop import Worker
+from pocketvl.worker.memory import MemoryBudget
 from pocketvl.worker.pipeline import Pipeline
 from pocketvl.worker.ports import ResultCache
 
@@ -32,6 +33,7 @@ def build_pipeline(settings: Settings, tracer: Tracer | None = None) -> Pipeline
         # Duplicate suppression does not depend on the result cache being on.
         done=RedisDoneStore(redis, settings.redis.ttl_seconds, settings.redis.key_prefix),
         tracer=tracer or trace.get_tracer("pocketvl.worker"),
+        memory=MemoryBudget(settings.worker.decode_memory_mib * 2**20),
     )
 
 

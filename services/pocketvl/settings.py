@@ -7,6 +7,7 @@ Routes are a JSON object: ``POCKETVL_ROUTING__ROUTES='{"driving/drivelm": {...}}
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 from typing import Literal
@@ -32,11 +33,14 @@ class KafkaSettings(Section):
     bootstrap_servers: str = "127.0.0.1:9092"
     topic_prefix: str = "pocketvl"
     group_id: str = "pocketvl-worker"
+    # Static membership: a stable id per replica, so a restart within the session timeout
+    # keeps its partitions instead of rebalancing the whole group. None: a dynamic member.
+    group_instance_id: str | None = Field(default=None, min_length=1, max_length=249)
     client_id: str = "pocketvl"
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
     bootstrap_timeout_ms: int = Field(default=10_000, ge=100)
-    # Generous poll interval for slow inference; short session timeout so a dead worker's
-    # partitions move quickly (tansu's group join is slow with kafka-python's defaults).
+    # The loop polls continuously whatever inference takes, so the poll interval only
+    # bounds a stuck loop; a short session timeout moves a dead worker's partitions quickly.
     max_poll_records: int = Field(default=4, ge=1)
     max_poll_interval_ms: int = Field(default=900_000, ge=1_000)
     session_timeout_ms: int = Field(default=10_000, ge=1_000)
@@ -193,6 +197,10 @@ class WorkerSettings(Section):
     # "key": same key in order, different keys in parallel; "partition": one at a time per
     # partition; "none": any order.
     ordering: Literal["key", "partition", "none"] = "key"
+    # Decoded-image memory for all requests in flight together (MiB). A frame reserves what
+    # it will cost from its header before it is decoded (~8 bytes per pixel for 8-bit RGB,
+    # ~14 for 16-bit GeoTIFF/DICOM); one at the 40 MP cap needs ~320 MiB.
+    decode_memory_mib: int = Field(default=1024, ge=64)
     shutdown_timeout_s: float = Field(default=30.0, gt=0)
 
 
@@ -222,3 +230,21 @@ class Settings(BaseSettings):
                 "lower the inline cap or use claim-check references"
             )
         return self
+
+
+def as_environment(settings: Settings) -> dict[str, str]:
+    """The ``POCKETVL_*`` variables that rebuild ``settings`` in another process (a worker
+    the tests or ``pocketvl bench`` start): every field that differs from its default."""
+    out: dict[str, str] = {}
+    for name, value in settings.model_dump(mode="json", exclude_defaults=True).items():
+        section = getattr(settings, name)
+        if isinstance(section, Section):
+            for field_name, field_value in value.items():
+                out[f"POCKETVL_{name.upper()}__{field_name.upper()}"] = _env_text(field_value)
+        else:
+            out[f"POCKETVL_{name.upper()}"] = _env_text(value)
+    return out
+
+
+def _env_text(value: object) -> str:
+    return value if isinstance(value, str) else json.dumps(value)

@@ -13,7 +13,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,11 +25,12 @@ from pocketvl.settings import (
     TINY_MODEL,
     Settings,
     WorkerSettings,
+    as_environment,
 )
 from pocketvl.worker.envelope import request_record, topic
 from tests.conftest import REPO
 from tests.support.examples import example
-from tests.support.stack_settings import settings_env, stack_settings
+from tests.support.stack_settings import stack_settings
 
 pytestmark = pytest.mark.integration
 
@@ -89,6 +90,7 @@ def send_load(settings: Settings, count: int, keys: int = 20) -> list[str]:
 class Outcomes:
     answers: Counter[str]  # event id -> answers published for it
     dead_lettered: Counter[str]
+    cache: Counter[str] = field(default_factory=Counter)  # the answers' cache field
 
     def lost(self, ids: list[str]) -> list[str]:
         return [i for i in ids if i not in self.answers and i not in self.dead_lettered]
@@ -102,9 +104,11 @@ def outcomes(settings: Settings, timeout_s: float = 5.0) -> Outcomes:
     prefix = settings.kafka.topic_prefix
     answers = read_records(settings.kafka, [topic(prefix, "medical", "answers")], None, timeout_s)
     dlq = read_records(settings.kafka, [topic(prefix, "medical", "dlq")], None, timeout_s)
+    values = [json.loads(r.value) for r in answers]
     return Outcomes(
-        Counter(json.loads(r.value)["event_id"] for r in answers),
+        Counter(value["event_id"] for value in values),
         Counter(json.loads(r.value)["event_id"] for r in dlq if r.value),
+        Counter(value["cache"] for value in values),
     )
 
 
@@ -122,15 +126,9 @@ def outcomes_of(
 
 
 def start_worker(settings: Settings, log: Path, *args: str) -> subprocess.Popen[bytes]:
-    """A ``pocketvl worker`` subprocess on ``settings`` (its worker section too), logging
-    to ``log`` (appended: a file never fills up and blocks the worker, as a pipe can)."""
-    worker = settings.worker
-    env = {
-        **os.environ,
-        **settings_env(settings),
-        "POCKETVL_WORKER__MAX_IN_FLIGHT": str(worker.max_in_flight),
-        "POCKETVL_WORKER__SHUTDOWN_TIMEOUT_S": str(worker.shutdown_timeout_s),
-    }
+    """A ``pocketvl worker`` subprocess on ``settings``, logging to ``log`` (appended: a
+    file never fills up and blocks the worker, as a pipe can)."""
+    env = {**os.environ, **as_environment(settings)}
     with log.open("ab") as out:
         return subprocess.Popen(
             [sys.executable, "-m", "pocketvl.cli.main", "worker", *args],

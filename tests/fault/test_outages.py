@@ -62,4 +62,8 @@ def test_a_component_killed_under_load_loses_nothing_and_dead_letters_nothing(
     assert sorted(seen.dead_lettered) == []  # a server being down is not the request's fault
     assert set(seen.answers) == set(ids)
     assert killed_at < len(ids), "the fault hit while requests were still waiting"
-    print(f"{component} down {down_s:.0f} s: {seen.duplicates} duplicate answers")
+    if component == "redis":  # answered without the cache meanwhile, and said so
+        assert seen.cache["unavailable"] > 0 and seen.cache["miss"] > 0
+    else:
+        assert seen.cache["unavailable"] == 0
+    print(f"{component} down {down_s:.0f} s: {seen.duplicates} duplicate answers, {seen.cache}")

@@ -2,30 +2,16 @@
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
 import time
+from pathlib import Path
 
 import pytest
 
 from pocketvl.settings import Settings
-from tests.conftest import REPO
-from tests.fault.conftest import outcomes, send_load
-from tests.support.stack_settings import settings_env
+from tests.fault.conftest import outcomes, send_load, start_worker
 
 pytestmark = pytest.mark.integration
-
-
-def start_worker(settings: Settings, *args: str) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "pocketvl.cli.main", "worker", *args],
-        cwd=REPO,
-        env={**os.environ, **settings_env(settings)},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
 
 
 def answered(settings: Settings) -> int:
@@ -38,17 +24,19 @@ def wait_answered(settings: Settings, at_least: int, timeout_s: float) -> None:
         assert time.monotonic() < deadline, f"fewer than {at_least} answers in {timeout_s} s"
 
 
-def finish(settings: Settings) -> None:
+def finish(settings: Settings, log: Path) -> None:
     """A last worker drains what is left; then every id must have its outcome."""
-    last = start_worker(settings, "--idle-timeout", "15")
-    _, err = last.communicate(timeout=300)
-    assert last.returncode == 0, err.decode()
+    last = start_worker(settings, log, "--idle-timeout", "15")
+    assert last.wait(timeout=300) == 0, log.read_text()
 
 
-def test_a_worker_killed_three_times_mid_stream_loses_nothing(settings: Settings) -> None:
+def test_a_worker_killed_three_times_mid_stream_loses_nothing(
+    settings: Settings, tmp_path: Path
+) -> None:
     ids = send_load(settings, 500)
+    log = tmp_path / "workers.log"
     for round_number in range(1, 4):
-        worker = start_worker(settings)
+        worker = start_worker(settings, log)
         try:
             wait_answered(settings, 30 * round_number, 180)
         finally:
@@ -56,7 +44,7 @@ def test_a_worker_killed_three_times_mid_stream_loses_nothing(settings: Settings
             worker.wait(timeout=30)
     before_last = answered(settings)
     assert before_last < len(ids), "the kills must hit while requests were still waiting"
-    finish(settings)
+    finish(settings, log)
     seen = outcomes(settings)
     assert seen.lost(ids) == []
     assert not seen.dead_lettered
@@ -66,9 +54,10 @@ def test_a_worker_killed_three_times_mid_stream_loses_nothing(settings: Settings
     )
 
 
-def test_one_of_two_workers_killed_the_other_takes_over(settings: Settings) -> None:
+def test_one_of_two_workers_killed_the_other_takes_over(settings: Settings, tmp_path: Path) -> None:
     ids = send_load(settings, 200)
-    survivor, victim = start_worker(settings), start_worker(settings)
+    log = tmp_path / "survivor.log"
+    survivor, victim = start_worker(settings, log), start_worker(settings, tmp_path / "victim.log")
     try:
         wait_answered(settings, 40, 180)
         victim.send_signal(signal.SIGKILL)
@@ -77,8 +66,8 @@ def test_one_of_two_workers_killed_the_other_takes_over(settings: Settings) -> N
         wait_answered(settings, len(ids), 240)
     finally:
         survivor.send_signal(signal.SIGTERM)
-        _, err = survivor.communicate(timeout=60)
-    assert survivor.returncode == 0, err.decode()  # SIGTERM: drain, commit, exit 0
+        survivor.wait(timeout=60)
+    assert survivor.returncode == 0, log.read_text()  # SIGTERM: drain, commit, exit 0
     seen = outcomes(settings)
     assert seen.lost(ids) == []
     assert not seen.dead_lettered

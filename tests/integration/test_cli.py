@@ -12,10 +12,9 @@ import pytest
 
 from pocketvl.devstack.processes import free_ports, group_members
 from pocketvl.devstack.stack import StackState
-from pocketvl.settings import Settings
+from pocketvl.settings import Settings, as_environment
 from tests.conftest import REPO
 from tests.support.samples import satellite_tile
-from tests.support.stack_settings import settings_env
 
 pytestmark = pytest.mark.integration
 
@@ -50,7 +49,7 @@ sys.exit(main(sys.argv[1:]))
 
 
 def test_produce_worker_tail(settings: Settings, tmp_path: Path) -> None:
-    env = settings_env(settings)
+    env = as_environment(settings)
     image = tmp_path / "tile.png"
     image.write_bytes(satellite_tile(5))
     task = json.dumps({"type": "classify", "labels": ["forest", "river", "airport"]})

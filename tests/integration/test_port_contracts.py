@@ -16,7 +16,7 @@ from pocketvl.adapters.kafka_broker import (
 )
 from pocketvl.adapters.redis_store import RedisDoneStore, RedisResultCache, connect
 from pocketvl.devstack.processes import free_ports
-from pocketvl.errors import RecordRefused
+from pocketvl.errors import CacheUnavailable, RecordRefused
 from pocketvl.settings import RedisSettings, Settings
 from pocketvl.worker.envelope import InboundRecord, OutboundRecord
 from pocketvl.worker.ports import (
@@ -64,6 +64,8 @@ def test_done_store_remembers_marked_events_only(stores: tuple[ResultCache, Done
     done.mark([first, second])
     done.mark([])
     assert done.seen(first) and done.seen(second) and not done.seen(other)
+    assert done.seen_among([other, first, second]) == {first, second}
+    assert done.seen_among([]) == set()
 
 
 def test_redis_entries_expire_and_bad_entries_are_misses(settings: Settings) -> None:
@@ -86,9 +88,11 @@ def test_redis_down_degrades_to_no_cache_and_not_seen() -> None:
         RedisSettings(url=f"redis://127.0.0.1:{free_ports(1)[0]}/0", socket_timeout_s=0.5)
     )
     cache, done = RedisResultCache(client, 60), RedisDoneStore(client, 60, "pv")
-    assert cache.get("k") is None
+    with pytest.raises(CacheUnavailable):  # the answer goes out, saying cache: unavailable
+        cache.get("k")
     cache.put("k", RESULT)  # no exception: the answer still goes out
     assert not done.seen("e1")  # unknown: answer again rather than drop
+    assert done.seen_among(["e1", "e2"]) == set()
     done.mark(["e1"])
 
 
@@ -203,3 +207,65 @@ def test_paused_and_resumed_partitions_deliver_every_record(settings: Settings) 
     finally:
         source.close()
     assert len(seen) == 90
+
+
+def test_a_revocation_commits_what_the_worker_finished_before_the_partitions_move(
+    settings: Settings,
+) -> None:
+    """A second member joins: the first is told (inside its poll, on kafka-python's IO
+    thread) which partitions it loses, says what it finished, and that is committed before
+    they move, so each partition's new owner starts right after the finished records: the
+    second member, and the first too for a partition it is given back (kafka-python 3 would
+    keep its old position there and skip the records the worker dropped)."""
+    kafka = settings.kafka.model_copy(update={"group_id": f"revoke-{uuid.uuid4().hex[:8]}"})
+    topic = f"{kafka.topic_prefix}.revoke-{uuid.uuid4().hex[:8]}.requests"
+    ensure_topics(kafka, [topic], partitions=2)
+    sink = KafkaRecordSink(kafka)
+    for i in range(20):
+        sink.send(OutboundRecord(topic, f"k{i}".encode(), f"v{i}".encode(), []))
+    sink.flush(10)
+    sink.close()
+    first = KafkaRecordSource(kafka, [topic])
+    revoked: list[set[Partition]] = []
+
+    def finished(partitions: set[Partition]) -> dict[Partition, int]:
+        if partitions:  # eager rebalancing: every join revokes all, none at the first
+            revoked.append(partitions)
+        return {p: 3 for p in partitions}  # offsets 0-2 of each answered, the rest not
+
+    first.on_revoke(finished)
+    second = KafkaRecordSource(kafka, [topic])
+    after: dict[int, list[int]] = {0: [], 1: []}  # partition -> offsets read after revocation
+    try:
+        assert _poll(first, 20), "the first member never got its records"
+        for _ in range(300):
+            for source in (first, second):
+                for record in source.poll(0.1):
+                    if revoked:
+                        after[record.partition].append(record.offset)
+            if revoked and all(after.values()):
+                break
+    finally:
+        first.close()
+        second.close()
+    assert revoked and revoked[0] == {Partition(topic, 0), Partition(topic, 1)}
+    assert {p: min(offsets) for p, offsets in after.items()} == {0: 3, 1: 3}
+
+
+def test_a_static_member_joins_and_reads(settings: Settings) -> None:
+    """``kafka.group_instance_id`` reaches the broker (tansu accepts static members)."""
+    kafka = settings.kafka.model_copy(
+        update={"group_id": f"static-{uuid.uuid4().hex[:8]}", "group_instance_id": "worker-0"}
+    )
+    topic = f"{kafka.topic_prefix}.static-{uuid.uuid4().hex[:8]}.requests"
+    ensure_topics(kafka, [topic], partitions=1)
+    sink = KafkaRecordSink(kafka)
+    sink.send(OutboundRecord(topic, b"k", b"v", []))
+    sink.flush(10)
+    sink.close()
+    source = KafkaRecordSource(kafka, [topic])
+    try:
+        assert [r.value for r in _poll(source, 1)] == [b"v"]
+        assert source.consumer.config["group_instance_id"] == "worker-0"
+    finally:
+        source.close()

@@ -32,6 +32,9 @@ class InMemoryDoneStore:
     def seen(self, event_id: str) -> bool:
         return event_id in self.done
 
+    def seen_among(self, event_ids: list[str]) -> set[str]:
+        return self.done.intersection(event_ids)
+
     def mark(self, event_ids: list[str]) -> None:
         self.done.update(event_ids)
 
@@ -89,7 +92,7 @@ class InMemorySource:
         self.paused: set[Partition] = set()
         self.pauses = 0  # how often pause() was asked for
         self.ever_paused: set[Partition] = set()
-        self.revoke_callbacks: list[Callable[[set[Partition]], None]] = []
+        self.revoke_callbacks: list[Callable[[set[Partition]], Mapping[Partition, int]]] = []
 
     def poll(self, timeout_s: float) -> list[InboundRecord]:
         if not self.batches:
@@ -119,13 +122,14 @@ class InMemorySource:
     def resume(self, partitions: set[Partition]) -> None:
         self.paused -= partitions
 
-    def on_revoke(self, callback: Callable[[set[Partition]], None]) -> None:
+    def on_revoke(self, callback: Callable[[set[Partition]], Mapping[Partition, int]]) -> None:
         self.revoke_callbacks.append(callback)
 
     def revoke(self, partitions: set[Partition]) -> None:
-        """What a rebalance does: the callbacks, then the partitions' records are gone."""
+        """What a rebalance does: the callbacks, what they finished committed, then the
+        partitions' records are gone."""
         for callback in self.revoke_callbacks:
-            callback(partitions)
+            self.commit(callback(partitions))
         self.batches = [
             [r for r in batch if Partition(r.topic, r.partition) not in partitions]
             for batch in self.batches

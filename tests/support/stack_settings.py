@@ -1,5 +1,5 @@
-"""Settings for a test against an embedded stack: unique topics and group per test, and the
-same settings as the environment of a ``pocketvl`` subprocess."""
+"""Settings for a test against an embedded stack: unique topics and group per test (a
+``pocketvl`` subprocess gets them as ``pocketvl.settings.as_environment(settings)``)."""
 
 from __future__ import annotations
 
@@ -31,17 +31,3 @@ def stack_settings(state: StackState, prefix_letter: str = "t", **sections: Any)
     )
     ensure_topics(result.kafka, all_topics(prefix))
     return result
-
-
-def settings_env(settings: Settings) -> dict[str, str]:
-    """``settings`` as POCKETVL_* variables, for a worker or CLI subprocess."""
-    return {
-        "POCKETVL_KAFKA__BOOTSTRAP_SERVERS": settings.kafka.bootstrap_servers,
-        "POCKETVL_KAFKA__TOPIC_PREFIX": settings.kafka.topic_prefix,
-        "POCKETVL_KAFKA__GROUP_ID": settings.kafka.group_id,
-        "POCKETVL_KAFKA__SESSION_TIMEOUT_MS": str(settings.kafka.session_timeout_ms),
-        "POCKETVL_REDIS__URL": settings.redis.url,
-        "POCKETVL_REDIS__KEY_PREFIX": settings.redis.key_prefix,
-        "POCKETVL_TRITON__URL": settings.triton.url,
-        "POCKETVL_TRITON__BACKOFF_MAX_S": str(settings.triton.backoff_max_s),
-    }

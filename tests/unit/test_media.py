@@ -294,3 +294,34 @@ def test_invalid_options_are_image_errors() -> None:
         with pytest.raises(ImageError) as caught:
             build()
         assert caught.value.reason == "option_out_of_range"
+
+
+@pytest.mark.parametrize(
+    ("media_type", "data", "expected"),
+    [
+        ("image/png", samples.encode(samples.halves(32, 16), "PNG"), 32 * 16 * 8),
+        # 4 bands of 16 bits decoded, then the RGB work
+        ("image/tiff", samples.tiff_bytes(samples.four_band_ramps(), "separate"), 16 * 16 * 16),
+        # the stored 16-bit frame, its float window, then the RGB work
+        (
+            "application/dicom",
+            samples.dicom_bytes(np.zeros((16, 16), np.uint16)),
+            16 * 16 * (2 + 4 + 8),
+        ),
+    ],
+)
+def test_each_frame_reserves_its_memory_from_the_header_before_decoding(
+    media_type: str, data: bytes, expected: int
+) -> None:
+    asked: list[int] = []
+    decode_media(data, media_type, DecodeOptions(max_pixels=1_000_000, reserve=asked.append))
+    assert asked == [expected]
+
+
+def test_a_frame_over_the_pixel_cap_is_refused_before_reserving_anything() -> None:
+    asked: list[int] = []
+    options = DecodeOptions(max_pixels=1_000_000, reserve=asked.append)
+    assert refused(samples.png_claiming(5000, 5000), "image/png", options).reason == (
+        "too_many_pixels"
+    )
+    assert asked == []

@@ -73,3 +73,14 @@ def test_no_commit_ever_passes_unfinished_work(
         tracker.committed(commit)
     for partition, offsets in received.items():
         assert last[partition] == max(offsets) + 1  # everything finished: all committed
+
+
+def test_restart_points_are_the_lowest_unfinished_offset_or_the_next() -> None:
+    tracker = OffsetTracker()
+    for offset in (4, 5, 6):
+        tracker.track(P0, offset)
+    tracker.finish(P0, 4)
+    tracker.finish(P0, 6)
+    tracker.track(P1, 9)
+    tracker.finish(P1, 9)
+    assert tracker.restart_points([P0, P1, Partition("never", 0)]) == {P0: 5, P1: 10}

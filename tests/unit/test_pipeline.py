@@ -2,18 +2,26 @@
 
 from __future__ import annotations
 
+import base64
+import io
 import json
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from PIL import Image
 
-from pocketvl.errors import InferenceError, InferenceUnavailable
+from pocketvl.errors import CacheUnavailable, InferenceError, InferenceUnavailable
 from pocketvl.settings import Settings
 from pocketvl.worker.caching import NoResultCache
 from pocketvl.worker.envelope import InboundRecord
+from pocketvl.worker.memory import MemoryBudget
+from pocketvl.worker.ports import CachedResult
 from tests.support.examples import example
-from tests.support.fakes import ScriptedInference
+from tests.support.fakes import InMemoryResultCache, ScriptedInference
 from tests.support.pipelines import make_pipeline, published, record
 
 
@@ -209,6 +217,39 @@ def test_a_redelivered_request_is_not_answered_twice() -> None:
     assert published(pipeline, record(b"{oops")).answers is None  # DLQ records answer nothing
 
 
+class _DownCache(InMemoryResultCache):
+    """A cache that cannot be reached until ``up`` is set; counts the writes it was given."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.up = False
+        self.writes = 0
+
+    def get(self, key: str) -> CachedResult | None:
+        if not self.up:
+            raise CacheUnavailable("Redis: ConnectionError")
+        return super().get(key)
+
+    def put(self, key: str, value: CachedResult) -> None:
+        self.writes += 1
+        super().put(key, value)
+
+
+def test_a_cache_that_cannot_be_reached_is_said_in_the_answer_and_recovers() -> None:
+    inference = ScriptedInference()
+    pipeline = make_pipeline(inference)
+    pipeline.cache = cache = _DownCache()
+    first = json.loads(published(pipeline, record(example("medical"))).value)
+    assert (first["cache"], first["status"]) == ("unavailable", "ok")
+    assert cache.writes == 0  # nothing written to a cache that is down
+    cache.up = True
+    again = json.loads(published(pipeline, record({**example("medical"), "event_id": "b"})).value)
+    assert again["cache"] == "miss"  # back: looked up, missed, written
+    third = json.loads(published(pipeline, record({**example("medical"), "event_id": "c"})).value)
+    assert third["cache"] == "hit"
+    assert len(inference.calls) == 2
+
+
 def test_duplicates_are_suppressed_with_the_result_cache_off() -> None:
     inference = ScriptedInference()
     pipeline = make_pipeline(inference)
@@ -271,3 +312,42 @@ def test_the_route_caps_max_new_tokens_and_max_tiles_like_each_other() -> None:
     less = {**example("medical"), "event_id": "less", "generation": {"max_new_tokens": 3}}
     published(make_pipeline(inference), record(less))
     assert [call[3:] for call in inference.calls] == [(16, 12), (3, 12)]  # route: 16 and 12
+
+
+def test_concurrent_requests_decode_within_the_memory_budget_and_release_it() -> None:
+    """Budget for one frame: eight requests on eight threads decode one at a time."""
+    inference = ScriptedInference()
+    pipeline = make_pipeline(inference)
+    image = example("medical")["images"][0]["data_b64"]
+    width, height = Image.open(io.BytesIO(base64.b64decode(image))).size
+    frame = width * height * 8  # the example's one image, at 8 bytes per pixel
+    pipeline.memory = budget = MemoryBudget(frame)
+    peak, lock = [0], threading.Lock()
+    reserve = budget.reserve
+
+    def watched(nbytes: int) -> None:
+        reserve(nbytes)
+        with lock:
+            peak[0] = max(peak[0], budget.reserved_bytes)
+        time.sleep(0.01)  # hold it a while, so the others have to wait
+
+    budget.reserve = watched  # type: ignore[method-assign]
+    records = [
+        record(
+            {
+                **example("medical"),
+                "event_id": f"m{i}",
+                "task": {**example("medical")["task"], "question": f"q{i}"},
+            },
+            offset=i,
+        )
+        for i in range(8)
+    ]
+    with ThreadPoolExecutor(8) as pool:
+        answers = [
+            json.loads(published_value)
+            for published_value in pool.map(lambda r: published(pipeline, r).value, records)
+        ]
+    assert [a["status"] for a in answers] == ["ok"] * 8
+    assert peak[0] == frame  # never two frames at once
+    assert budget.reserved_bytes == 0 and budget.waiting == 0

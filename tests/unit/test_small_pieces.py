@@ -8,7 +8,13 @@ import pytest
 from pydantic import ValidationError
 
 from pocketvl.errors import RouteError
-from pocketvl.settings import Route, Settings
+from pocketvl.settings import (
+    KafkaSettings,
+    Route,
+    Settings,
+    WorkerSettings,
+    as_environment,
+)
 from pocketvl.worker.caching import cache_key
 from pocketvl.worker.envelope import all_topics, answer_event_id, domain_of, passthrough_headers
 from pocketvl.worker.routing import resolve_route
@@ -88,6 +94,21 @@ def test_settings_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     settings = Settings()
     assert settings.kafka.bootstrap_servers == "broker:9093"
     assert list(settings.routing.routes) == ["driving/drivelm"]
+
+
+def test_settings_travel_to_a_subprocess_as_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = Settings(
+        kafka=KafkaSettings(bootstrap_servers="b:1", session_timeout_ms=6000),
+        worker=WorkerSettings(max_in_flight=8, model_in_flight={"m": 2}, ordering="none"),
+        cache_enabled=False,
+    )
+    settings.routing.routes["medical/vqa"] = Route(triton_model="x", checkpoint="y")
+    env = as_environment(settings)
+    assert env["POCKETVL_WORKER__MODEL_IN_FLIGHT"] == '{"m": 2}'
+    assert "POCKETVL_REDIS__URL" not in env  # defaults stay out
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert Settings() == settings
 
 
 @pytest.mark.parametrize(

@@ -50,6 +50,11 @@ def test_a_bug_in_any_stage_is_dead_lettered_and_the_next_records_are_answered()
                 raise ZeroDivisionError("a bug quoting input: Doe^Jane")
             return super().seen(event_id)
 
+        def seen_among(self, event_ids: list[str]) -> set[str]:
+            if "bug-at-done-check" in event_ids:  # the poll's lookup: asked again per record
+                raise ZeroDivisionError("a bug quoting input: Doe^Jane")
+            return super().seen_among(event_ids)
+
     class BuggyCache(InMemoryResultCache):
         def get(self, key: str) -> Any:
             raise AttributeError("a bug at the cache lookup")
@@ -59,10 +64,12 @@ def test_a_bug_in_any_stage_is_dead_lettered_and_the_next_records_are_answered()
     pipeline.done = BuggyDoneStore()
     real_process = pipeline.process
 
-    def process(inbound: InboundRecord, parsed: object = None) -> OutboundRecord | None:
+    def process(
+        inbound: InboundRecord, parsed: object = None, seen: bool | None = None
+    ) -> OutboundRecord | None:
         if inbound.offset == 3:  # the pipeline itself fails: the loop's own guard
             raise MemoryError("out of memory while building the DLQ record")
-        return real_process(inbound, parsed)
+        return real_process(inbound, parsed, seen)
 
     pipeline.process = process  # type: ignore[method-assign,assignment]
     values = [valid("bug-at-cache"), valid("bug-at-done-check"), b"{oops", valid("x")]
@@ -125,3 +132,30 @@ def test_a_broker_that_takes_nothing_stops_the_worker_before_any_commit() -> Non
     else:
         raise AssertionError("the worker went on although the broker took nothing")
     assert consumer.committed == {}  # redelivered after a restart: nothing is lost
+
+
+def test_the_done_store_is_asked_once_per_poll_and_answered_events_are_skipped() -> None:
+    class CountingDoneStore(InMemoryDoneStore):
+        def __init__(self) -> None:
+            super().__init__()
+            self.lookups: list[list[str]] = []
+            self.single = 0
+
+        def seen(self, event_id: str) -> bool:
+            self.single += 1
+            return super().seen(event_id)
+
+        def seen_among(self, event_ids: list[str]) -> set[str]:
+            self.lookups.append(event_ids)
+            return super().seen_among(event_ids)
+
+    inference = ScriptedInference()
+    pipeline = make_pipeline(inference)
+    pipeline.done = done = CountingDoneStore()
+    done.mark(["a1"])  # answered before: a redelivery
+    values = [valid(f"a{i}") for i in range(5)]
+    producer = InMemorySink()
+    run(Worker(pipeline, InMemorySource([records(*values)]), producer), 5)
+    assert done.lookups == [["a0", "a1", "a2", "a3", "a4"]] and done.single == 0
+    answered = [json.loads(r.value)["event_id"] for r in producer.topics()["answers"]]
+    assert sorted(answered) == ["a0", "a2", "a3", "a4"]

@@ -10,17 +10,18 @@ from contextlib import contextmanager
 from typing import Any
 
 from kafka import (
-    ConsumerRebalanceListener,
     KafkaAdminClient,
     KafkaConsumer,
     KafkaProducer,
     TopicPartition,
 )
 from kafka.admin import NewTopic
+from kafka.consumer.subscription_state import AsyncConsumerRebalanceListener
 from kafka.errors import (
     CorruptRecordError,
     InvalidRecordError,
     KafkaConnectionError,
+    KafkaError,
     KafkaTimeoutError,
     MessageSizeTooLargeError,
     RecordListTooLargeError,
@@ -90,6 +91,7 @@ def _consumer(settings: KafkaSettings, topics: list[str], group_id: str) -> Any:
             *topics,
             **_common(settings),
             group_id=group_id,
+            group_instance_id=settings.group_instance_id,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             max_poll_records=settings.max_poll_records,
@@ -119,17 +121,62 @@ def _inbound(record: Any) -> InboundRecord:
     )
 
 
-class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
-    def __init__(self) -> None:
-        self.revoke_callbacks: list[Callable[[set[Partition]], None]] = []
+def _offsets(offsets: Mapping[Partition, int]) -> dict[TopicPartition, OffsetAndMetadata]:
+    return {
+        TopicPartition(*tp): OffsetAndMetadata(offset, "", -1) for tp, offset in offsets.items()
+    }
 
-    def on_partitions_revoked(self, revoked: Any) -> None:
-        partitions = {Partition(tp.topic, tp.partition) for tp in revoked}
-        for callback in self.revoke_callbacks:
-            callback(partitions)
 
-    def on_partitions_assigned(self, assigned: Any) -> None:
+RevokeCallback = Callable[[set[Partition]], Mapping[Partition, int]]
+
+
+class _Rebalance(AsyncConsumerRebalanceListener):  # type: ignore[misc]
+    """kafka-python 3 runs these on its IO thread while the caller's ``poll`` waits for the
+    rebalance (eager protocol: before the JoinGroup), so the callbacks may touch the loop's
+    state but must not call a blocking consumer method: the finished offsets they return are
+    committed here, awaited on the IO loop, while this member still owns the partitions.
+
+    kafka-python 3 also keeps the fetch position of a partition that is revoked and assigned
+    straight back (Java resets it to the committed offset). The worker dropped that
+    partition's unstarted records, so reading on from the old position would skip them for
+    good: an assigned-back partition is sought to its restart offset instead."""
+
+    def __init__(self, consumer: Any) -> None:
+        self.consumer = consumer
+        self.revoke_callbacks: list[RevokeCallback] = []
+        self._restart: dict[Partition, int] = {}
+
+    async def on_partitions_revoked(self, revoked: Any) -> None:
+        offsets = self._let_go(revoked)
+        self._restart.update(offsets)
+        if not offsets:
+            return
+        try:
+            await self.consumer.commit_async(_offsets(offsets))
+        except KafkaError as exc:
+            log.warning(
+                "could not commit the finished work of revoked partitions (its requests will "
+                "be processed again by their new owner, and answered from the done-store): %s",
+                exc,
+            )
+
+    async def on_partitions_lost(self, lost: Any) -> None:
+        self._restart.update(self._let_go(lost))  # moved already: nothing can be committed
+
+    async def on_partitions_assigned(self, assigned: Any) -> None:
         log.info("assigned %d partitions", len(assigned))
+        restart, self._restart = self._restart, {}
+        for tp in assigned:
+            offset = restart.get(Partition(tp.topic, tp.partition))
+            if offset is not None:
+                self.consumer.seek(tp, offset)
+
+    def _let_go(self, partitions: Any) -> dict[Partition, int]:
+        mine = {Partition(tp.topic, tp.partition) for tp in partitions}
+        offsets: dict[Partition, int] = {}
+        for callback in self.revoke_callbacks:
+            offsets.update(callback(mine))
+        return offsets
 
 
 class KafkaRecordSource:
@@ -137,7 +184,7 @@ class KafkaRecordSource:
 
     def __init__(self, settings: KafkaSettings, topics: list[str]) -> None:
         self.consumer = _consumer(settings, [], settings.group_id)
-        self.rebalance = _Rebalance()
+        self.rebalance = _Rebalance(self.consumer)
         self.consumer.subscribe(topics, listener=self.rebalance)
 
     def assignment(self) -> set[Partition]:
@@ -149,7 +196,7 @@ class KafkaRecordSource:
     def resume(self, partitions: set[Partition]) -> None:
         self.consumer.resume(*(TopicPartition(*p) for p in partitions))
 
-    def on_revoke(self, callback: Callable[[set[Partition]], None]) -> None:
+    def on_revoke(self, callback: RevokeCallback) -> None:
         self.rebalance.revoke_callbacks.append(callback)
 
     def poll(self, timeout_s: float) -> list[InboundRecord]:
@@ -158,12 +205,7 @@ class KafkaRecordSource:
         return [_inbound(record) for records in batch.values() for record in records]
 
     def commit(self, offsets: Mapping[Partition, int]) -> None:
-        self.consumer.commit(
-            {
-                TopicPartition(*tp): OffsetAndMetadata(offset, "", -1)
-                for tp, offset in offsets.items()
-            }
-        )
+        self.consumer.commit(_offsets(offsets))
 
     def close(self) -> None:
         self.consumer.close()

@@ -1,8 +1,9 @@
 """Redis behind two ports: the result cache and the done-store (the only redis import).
 
-Both are best effort by design. Redis down or slow: the cache answers "miss" and forgets
-writes, and the done-store answers "not seen", so an outage costs inferences (and possibly a
-duplicate answer), never a request.
+Both are best effort by design. Redis down or slow: a cache lookup raises
+``CacheUnavailable`` (the answer goes out without the cache and says so) and writes are
+forgotten, and the done-store answers "not seen", so an outage costs inferences (and possibly
+a duplicate answer), never a request.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from dataclasses import asdict
 
 import redis
 
+from pocketvl.errors import CacheUnavailable
 from pocketvl.settings import RedisSettings
 from pocketvl.worker.ports import CachedResult, GenerationResult
 
@@ -36,7 +38,7 @@ class RedisResultCache:
             raw = self.client.get(key)
         except redis.RedisError as exc:
             log.warning("cache lookup failed, continuing without cache: %s", exc)
-            return None
+            raise CacheUnavailable(f"Redis: {type(exc).__name__}") from None
         if raw is None:
             return None
         try:
@@ -76,6 +78,16 @@ class RedisDoneStore:
         except redis.RedisError as exc:
             log.warning("done-store check failed, answering again: %s", exc)
             return False
+
+    def seen_among(self, event_ids: list[str]) -> set[str]:
+        if not event_ids:
+            return set()
+        try:
+            found = self.client.mget([self._key(event_id) for event_id in event_ids])
+        except redis.RedisError as exc:
+            log.warning("done-store check failed, answering again: %s", exc)
+            return set()
+        return {event_id for event_id, value in zip(event_ids, found, strict=True) if value}
 
     def mark(self, event_ids: list[str]) -> None:
         if not event_ids:

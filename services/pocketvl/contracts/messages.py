@@ -128,7 +128,10 @@ class AnswerBase(Strict):
     status: Literal["ok", "unparsed"]
     answer: TypedAnswer = Field(description="typed by kind; text when status is unparsed")
     raw_text: str
-    cache: Literal["hit", "miss"]
+    cache: Literal["hit", "miss", "unavailable"] = Field(
+        description="hit: served from the result cache; miss: inferred; unavailable: "
+        "inferred while the result cache could not be reached"
+    )
     timings: Timings
     tokens: TokenCounts
     produced_at: datetime

@@ -10,6 +10,7 @@ Frames go to Triton as lossless PNG, so the model sees exactly the decoded pixel
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
 
@@ -74,8 +75,11 @@ def compose(
     return Composed([_png(m.frames[0]) for m in media], question, None, ParseContext(sizes))
 
 
-def decode_options(limits: LimitSettings, params: DecodeParams) -> DecodeOptions:
-    """The service's caps plus what the request asked for (bands, DICOM frame, ...)."""
+def decode_options(
+    limits: LimitSettings, params: DecodeParams, reserve: Callable[[int], None] | None = None
+) -> DecodeOptions:
+    """The service's caps plus what the request asked for (bands, DICOM frame, ...), and
+    the memory budget each frame is reserved from before it is decoded."""
     return DecodeOptions(
         max_pixels=limits.max_image_pixels,
         max_frames=limits.max_frames,
@@ -84,14 +88,18 @@ def decode_options(limits: LimitSettings, params: DecodeParams) -> DecodeOptions
         dicom_frame=params.dicom_frame,
         dicom_window=params.dicom_window,
         video_frames=params.video_frames,
+        reserve=reserve,
     )
 
 
 def prepare_inputs(
-    request: AnyRequest, images: list[LoadedImage], limits: LimitSettings
+    request: AnyRequest,
+    images: list[LoadedImage],
+    limits: LimitSettings,
+    reserve: Callable[[int], None] | None = None,
 ) -> Composed:
     """Fetched bytes to what the model is sent: decode every input, then compose."""
-    options = decode_options(limits, request.decode)
+    options = decode_options(limits, request.decode, reserve)
     media = [decode_media(image.data, image.media_type, options) for image in images]
     spec = REGISTRY.for_task(request.task)
     return compose(request, media, spec.prompt(request.task), spec.layout)

@@ -7,7 +7,6 @@ the clock starts.
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -37,6 +36,7 @@ from pocketvl.settings import (
     Settings,
     TritonSettings,
     WorkerSettings,
+    as_environment,
 )
 from pocketvl.worker.envelope import all_topics, request_record
 
@@ -61,30 +61,16 @@ def bench_settings(stack: LocalStack, scenario: Scenario) -> Settings:
     )
 
 
-def worker_environment(settings: Settings) -> dict[str, str]:
-    routes = {k: r.model_dump() for k, r in settings.routing.routes.items()}
-    return {
-        **os.environ,
-        "POCKETVL_KAFKA__BOOTSTRAP_SERVERS": settings.kafka.bootstrap_servers,
-        "POCKETVL_KAFKA__TOPIC_PREFIX": settings.kafka.topic_prefix,
-        "POCKETVL_KAFKA__GROUP_ID": settings.kafka.group_id,
-        "POCKETVL_KAFKA__MAX_POLL_RECORDS": str(settings.kafka.max_poll_records),
-        "POCKETVL_REDIS__URL": settings.redis.url,
-        "POCKETVL_REDIS__KEY_PREFIX": settings.redis.key_prefix,
-        "POCKETVL_TRITON__URL": settings.triton.url,
-        "POCKETVL_TRITON__BACKOFF_MAX_S": str(settings.triton.backoff_max_s),
-        "POCKETVL_ROUTING__ROUTES": json.dumps(routes),
-        "POCKETVL_WORKER__MAX_IN_FLIGHT": str(settings.worker.max_in_flight),
-    }
-
-
 @contextmanager
 def running_worker(settings: Settings, log: Path) -> Iterator[subprocess.Popen[bytes]]:
     """A ``pocketvl worker`` process; stopped with SIGTERM (it drains) when done."""
     command = [str(Path(sys.executable).with_name("pocketvl")), "worker"]
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            command, env=worker_environment(settings), stdout=out, stderr=subprocess.STDOUT
+            command,
+            env={**os.environ, **as_environment(settings)},
+            stdout=out,
+            stderr=subprocess.STDOUT,
         )
     try:
         yield proc

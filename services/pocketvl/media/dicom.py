@@ -43,7 +43,14 @@ from pydicom.uid import (
 )
 
 from pocketvl.errors import ImageError
-from pocketvl.media.options import DecodedMedia, DecodeOptions, check_frames, check_pixels
+from pocketvl.media.options import (
+    RGB_WORK_BYTES_PER_PIXEL,
+    DecodedMedia,
+    DecodeOptions,
+    check_frames,
+    check_pixels,
+    reserve_memory,
+)
 from pocketvl.media.scaling import apply_window, scale_full_range, scale_min_max
 
 _PALETTE_TAGS = [
@@ -120,9 +127,14 @@ def _checked_header(ds: Dataset, options: DecodeOptions) -> tuple[int, int, str]
         raise ImageError("dicom_unsupported", "float pixel data (parametric maps)")
     if "PixelData" not in ds:
         raise _without_pixels(ds)
-    check_pixels(_number(ds, "Columns"), _number(ds, "Rows"), options)
+    columns, rows = _number(ds, "Columns"), _number(ds, "Rows")
+    check_pixels(columns, rows, options)
     frames = _number(ds, "NumberOfFrames") or 1
     check_frames(frames, options)
+    stored = rows * columns * (_number(ds, "SamplesPerPixel") or 1)
+    stored *= max(1, (_number(ds, "BitsAllocated") or 16) // 8)
+    # The stored frames, their float windowing (4 bytes per sample) and the RGB work.
+    reserve_memory(options, frames * stored + rows * columns * (4 + RGB_WORK_BYTES_PER_PIXEL))
     index = frames // 2 if options.dicom_frame is None else options.dicom_frame
     if index >= frames:
         raise ImageError("option_out_of_range", f"frame {index} requested of {frames}")

@@ -23,7 +23,13 @@ from PIL import Image
 from tifffile import PHOTOMETRIC, TIFF
 
 from pocketvl.errors import ImageError
-from pocketvl.media.options import DecodedMedia, DecodeOptions, check_pixels
+from pocketvl.media.options import (
+    RGB_WORK_BYTES_PER_PIXEL,
+    DecodedMedia,
+    DecodeOptions,
+    check_pixels,
+    reserve_memory,
+)
 from pocketvl.media.raster import decode_still, open_image
 from pocketvl.media.scaling import stretch_percentiles
 from pocketvl.media.tiff_header import count_pages
@@ -76,6 +82,7 @@ def _read_samples(tif: tifffile.TiffFile, data: bytes, options: DecodeOptions) -
             f"{width}x{height} with {bands} bands of {series.dtype} decodes to {decoded} bytes, "
             f"over the cap of {options.max_pixels * _MAX_DECODED_BYTES_PER_CAP_PIXEL}",
         )
+    reserve_memory(options, decoded + height * width * RGB_WORK_BYTES_PER_PIXEL)
     if not _tifffile_decodes(tif.pages.first.compression):
         return _pillow_samples(data, options)  # Pillow's libtiff has LZW and JPEG built in
     planes = np.moveaxis(series.asarray(), (axes.index("Y"), axes.index("X")), (0, 1))

@@ -7,7 +7,8 @@ decoded data.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 from PIL import Image
 
@@ -26,6 +27,9 @@ class DecodeOptions:
     dicom_frame: int | None = None  # multi-frame DICOM: this frame, else the middle one
     dicom_window: tuple[float, float] | None = None  # (centre, width) override
     video_frames: int = 8  # frames sampled uniformly across a clip
+    # Called with what a frame will cost in memory, from its header, before it is decoded
+    # (the worker's decoded-image budget; it may wait there). None: nothing is reserved.
+    reserve: Callable[[int], None] | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         low, high = self.stretch_percentiles
@@ -75,6 +79,17 @@ def check_pixels(width: int, height: int, options: DecodeOptions) -> None:
             "too_many_pixels",
             f"{width}x{height} is over the cap of {options.max_pixels} pixels",
         )
+
+
+# Peak bytes per pixel of one 8-bit RGB frame through decode, conversion, composing and PNG
+# encoding: ~8 measured at the 40 MP cap for PNG and JPEG (bench/results/memory.json).
+RGB_WORK_BYTES_PER_PIXEL = 8
+
+
+def reserve_memory(options: DecodeOptions, nbytes: int) -> None:
+    """Ask the caller's memory budget for ``nbytes`` before allocating them."""
+    if options.reserve is not None:
+        options.reserve(nbytes)
 
 
 def check_frames(count: int, options: DecodeOptions) -> None:

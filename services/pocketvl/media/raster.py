@@ -15,7 +15,13 @@ import numpy as np
 from PIL import ExifTags, Image, ImageOps
 
 from pocketvl.errors import ImageError
-from pocketvl.media.options import DecodedMedia, DecodeOptions, check_pixels
+from pocketvl.media.options import (
+    RGB_WORK_BYTES_PER_PIXEL,
+    DecodedMedia,
+    DecodeOptions,
+    check_pixels,
+    reserve_memory,
+)
 from pocketvl.media.scaling import scale_full_range
 
 PIL_FORMATS = {"image/jpeg": "JPEG", "image/png": "PNG", "image/webp": "WEBP", "image/tiff": "TIFF"}
@@ -44,6 +50,7 @@ def open_image(data: bytes, media_type: str, options: DecodeOptions) -> Image.Im
     except ImageError:
         image.close()
         raise
+    reserve_memory(options, image.width * image.height * RGB_WORK_BYTES_PER_PIXEL)
     return image
 
 

@@ -19,7 +19,13 @@ from av.video.stream import VideoStream
 from PIL import Image
 
 from pocketvl.errors import ImageError
-from pocketvl.media.options import DecodedMedia, DecodeOptions, check_pixels
+from pocketvl.media.options import (
+    RGB_WORK_BYTES_PER_PIXEL,
+    DecodedMedia,
+    DecodeOptions,
+    check_pixels,
+    reserve_memory,
+)
 
 _DEMUXERS = {"video/mp4": "mov", "video/quicktime": "mov", "video/webm": "matroska"}
 _CODECS = frozenset({"h264", "hevc", "mpeg4", "vp8", "vp9", "av1"})
@@ -79,6 +85,7 @@ def _decode_frames(
                 raise ImageError("too_many_frames", f"over the cap of {options.max_frames}")
             check_pixels(frame.width, frame.height, options)
             if position in wanted:
+                reserve_memory(options, frame.width * frame.height * RGB_WORK_BYTES_PER_PIXEL)
                 images.append(Image.fromarray(frame.to_ndarray(format="rgb24")))
             if position >= indices[-1]:
                 break

@@ -135,8 +135,7 @@ class Worker:
                 batch = self.source.poll(timeout_s=0.01 if self._in_flight else 0.2)
             else:
                 batch = []
-            for inbound in batch:
-                self._receive(inbound)
+            self._receive(batch)
             if batch:
                 last_record = time.monotonic()
             self._dispatch(wanted)
@@ -151,11 +150,14 @@ class Worker:
         self._drain(self.settings.shutdown_timeout_s)
         return self.stats
 
-    def _receive(self, inbound: InboundRecord) -> None:
-        partition = Partition(inbound.topic, inbound.partition)
-        self.tracker.track(partition, inbound.offset)
-        model, parsed = self.pipeline.route_of(inbound)
-        self.scheduler.add(Job(inbound, self._lane_of(inbound), model, parsed))
+    def _receive(self, batch: list[InboundRecord]) -> None:
+        if not batch:
+            return
+        routed = [self.pipeline.route_of(inbound) for inbound in batch]
+        seen = self.pipeline.answered_before([parsed for _, parsed in routed])
+        for inbound, (model, parsed), answered in zip(batch, routed, seen, strict=True):
+            self.tracker.track(Partition(inbound.topic, inbound.partition), inbound.offset)
+            self.scheduler.add(Job(inbound, self._lane_of(inbound), model, parsed, answered))
 
     def _budget(self, model: str | None) -> int:
         """Requests in flight for ``model``: ``worker.model_in_flight`` if set, else what
@@ -192,7 +194,7 @@ class Worker:
 
     def _work(self, job: Job) -> None:
         try:
-            outbound = self._process(job.inbound, job.parsed)
+            outbound = self._process(job)
         except Exception:  # not even a DLQ record could be built: finish it, loudly
             log.exception("record %s/%d@%d lost its result", *_where(job.inbound))
             outbound = None
@@ -288,16 +290,18 @@ class Worker:
             self.source.resume(self._paused - wanted)
         self._paused = wanted
 
-    def _revoked(self, partitions: set[Partition]) -> None:
+    def _revoked(self, partitions: set[Partition]) -> dict[Partition, int]:
+        """Before ``partitions`` move: settle what the broker has acked, drop their unstarted
+        records, and hand back, per partition, the offset everything below which is finished
+        (the source commits it, and reads from it again if the partition comes back). Runs
+        while ``poll`` waits (so the loop is not running), maybe on the client's thread."""
         self._settle(wait_s=0.0)
         self._reap(block=True)
-        owned = self.tracker.committable()
-        mine = {p: o for p, o in owned.items() if p in partitions}
-        if mine:
-            self.source.commit(mine)
+        mine = self.tracker.restart_points(partitions)
         self.tracker.revoke(partitions)
         self.scheduler.drop(partitions)
         self._paused -= partitions
+        return mine
 
     def _drain(self, timeout_s: float) -> None:
         """Wait for the work in flight (not for records not yet started), publish, commit."""
@@ -308,9 +312,10 @@ class Worker:
         if self._in_flight:
             log.warning("%d requests still in flight at shutdown: not committed", self._in_flight)
 
-    def _process(self, inbound: InboundRecord, parsed: object) -> OutboundRecord | None:
+    def _process(self, job: Job) -> OutboundRecord | None:
+        inbound = job.inbound
         try:
-            return self.pipeline.process(inbound, parsed)
+            return self.pipeline.process(inbound, job.parsed, job.seen)
         except Exception as exc:  # even building the DLQ record failed: a bug
             log.exception("internal error outside the pipeline's stages on %s", inbound.topic)
             return self._dead_letter(inbound, InternalError("worker", exc))

@@ -57,6 +57,16 @@ class OffsetTracker:
                 out[partition] = offset
         return out
 
+    def restart_points(self, partitions: Iterable[Partition]) -> dict[Partition, int]:
+        """Per partition of ``partitions`` that records were received from, the offset to
+        read again from if it comes back: the lowest unfinished one, else the next."""
+        out = {}
+        for partition in partitions:
+            state = self._partitions.get(partition)
+            if state is not None and state.next_offset is not None:
+                out[partition] = min(state.pending) if state.pending else state.next_offset
+        return out
+
     def committed(self, offsets: dict[Partition, int]) -> None:
         for partition, offset in offsets.items():
             state = self._partitions.get(partition)

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TypeVar
+from typing import Literal, TypeVar
 
 from opentelemetry import trace
 from opentelemetry.trace import Link, Span, SpanKind, Status, StatusCode, Tracer
@@ -37,7 +37,7 @@ from pocketvl.contracts.messages import (
 from pocketvl.domains.compose import Composed, layout_max_tiles, prepare_inputs
 from pocketvl.domains.registry import REGISTRY
 from pocketvl.domains.spec import ParseContext
-from pocketvl.errors import DeadLetterError, ImageError, InternalError
+from pocketvl.errors import CacheUnavailable, DeadLetterError, ImageError, InternalError
 from pocketvl.settings import Route, Settings
 from pocketvl.telemetry import WorkerMetrics
 from pocketvl.worker.caching import cache_key
@@ -55,6 +55,7 @@ from pocketvl.worker.envelope import (
     topic,
 )
 from pocketvl.worker.images import ImageFetcher, LoadedImage
+from pocketvl.worker.memory import MemoryBudget
 from pocketvl.worker.ports import (
     CachedResult,
     DoneStore,
@@ -70,6 +71,7 @@ GRPC_OVERHEAD_BYTES = 64 * 1024  # tensor headers and metadata around the image 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+CacheOutcome = Literal["hit", "miss", "unavailable"]
 
 
 @dataclass
@@ -113,6 +115,21 @@ class Pipeline:
     tracer: Tracer = field(default_factory=lambda: trace.get_tracer("pocketvl.worker"))
     metrics: WorkerMetrics = field(default_factory=WorkerMetrics.create)
     sleep: Callable[[float], None] = time.sleep
+    # Decoded-image memory shared by every request in flight; None: not bounded.
+    memory: MemoryBudget | None = None
+
+    def answered_before(self, parsed: list[object]) -> list[bool | None]:
+        """For each parsed request value, whether the done-store knows its event id: one
+        lookup for a whole poll. A value without a usable event id reads False (``process``
+        dead-letters it). Never raises: after a bug here, all read None (``process`` asks
+        the done-store itself, and dead-letters the record the bug is met on)."""
+        ids = [raw.get("event_id") if isinstance(raw, dict) else None for raw in parsed]
+        try:
+            known = self.done.seen_among(sorted({i for i in ids if isinstance(i, str)}))
+        except Exception:
+            log.exception("the done-store lookup of a poll failed; asking per record")
+            return [None] * len(parsed)
+        return [isinstance(i, str) and i in known for i in ids]
 
     def route_of(self, record: InboundRecord) -> tuple[str | None, object]:
         """The Triton model ``record`` will go to, read from its JSON alone, and that JSON
@@ -136,9 +153,12 @@ class Pipeline:
             return None, raw
         return route.triton_model, raw
 
-    def process(self, record: InboundRecord, parsed: object = None) -> OutboundRecord | None:
+    def process(
+        self, record: InboundRecord, parsed: object = None, seen: bool | None = None
+    ) -> OutboundRecord | None:
         """The answer or DLQ record; None for a request whose answer was already published.
-        ``parsed``: the value's JSON from ``route_of``, if it was read there."""
+        ``parsed``: the value's JSON from ``route_of``, if it was read there; ``seen``:
+        whether the done-store already knew its event id, if it was asked then."""
         producer_ctx = trace.get_current_span(_PROPAGATOR.extract(_header_carrier(record.headers)))
         links = (
             [Link(producer_ctx.get_span_context())]
@@ -155,7 +175,7 @@ class Pipeline:
             progress = _Progress()
             outcome, reason = "dead_lettered", "internal_error"
             try:
-                answered = self._answer(record, domain, span, progress, parsed)
+                answered = self._answer(record, domain, span, progress, parsed, seen)
                 outcome = "answered" if answered is not None else "duplicate"
                 reason = ""
                 return answered
@@ -188,7 +208,13 @@ class Pipeline:
             yield span
 
     def _answer(
-        self, record: InboundRecord, domain: str, span: Span, progress: _Progress, parsed: object
+        self,
+        record: InboundRecord,
+        domain: str,
+        span: Span,
+        progress: _Progress,
+        parsed: object,
+        seen: bool | None,
     ) -> OutboundRecord | None:
         started = time.perf_counter()
         request = decode_request(
@@ -199,7 +225,9 @@ class Pipeline:
             parsed=parsed,
         )
         span.set_attribute("messaging.message.id", request.event_id)
-        if self.done.seen(request.event_id):  # redelivered after its answer was acked
+        if seen is None:
+            seen = self.done.seen(request.event_id)
+        if seen:  # redelivered after its answer was acked
             span.set_attribute("pocketvl.duplicate", True)
             return None
         progress.stage = "route"
@@ -212,10 +240,11 @@ class Pipeline:
                 self._store_policy, lambda: self.images.load_all(request.images)
             )
         progress.stage = "infer"
-        result, context, hit, infer_ms = self._generate(request, route, images)
+        result, context, cache, infer_ms = self._generate(request, route, images)
         progress.stage = "postprocess"
         status, typed = REGISTRY.parse(request.task, result.text, context)
-        span.set_attribute("pocketvl.cache.hit", hit)
+        span.set_attribute("pocketvl.cache.hit", cache == "hit")
+        span.set_attribute("pocketvl.cache", cache)
         span.set_attribute("pocketvl.route", route_key)
         answer = Answer(
             event_id=request.event_id,
@@ -229,7 +258,7 @@ class Pipeline:
             status=status,
             answer=typed,
             raw_text=result.text,
-            cache="hit" if hit else "miss",
+            cache=cache,
             timings=Timings(total_ms=(time.perf_counter() - started) * 1000, infer_ms=infer_ms),
             tokens=TokenCounts(prompt=result.prompt_tokens, generated=result.generated_tokens),
             produced_at=datetime.now(UTC),
@@ -238,7 +267,7 @@ class Pipeline:
 
     def _generate(
         self, request: AnyRequest, route: Route, images: list[LoadedImage]
-    ) -> tuple[GenerationResult, ParseContext, bool, float | None]:
+    ) -> tuple[GenerationResult, ParseContext, CacheOutcome, float | None]:
         """A cached result if there is one (looked up from the raw images' digests, so a hit
         decodes nothing); otherwise decode, compose, ask Triton, and cache it (best effort)."""
         # The route caps both: a request may ask for less work, never for more.
@@ -264,14 +293,19 @@ class Pipeline:
             },
             {"max_new_tokens": max_new_tokens, "max_tiles": max_tiles},
         )
+        cache: CacheOutcome = "miss"
         with self._span("cache lookup"):
-            cached = self.cache.get(key)
-        self.metrics.cache_lookups.add(1, {"result": "miss" if cached is None else "hit"})
+            try:
+                cached = self.cache.get(key)
+            except CacheUnavailable:
+                cached, cache = None, "unavailable"
+        cache = "hit" if cached is not None else cache
+        self.metrics.cache_lookups.add(1, {"result": cache})
         if cached is not None:
             context = ParseContext(cached.image_sizes, cached.camera_sizes)
-            return cached.result, context, True, None
-        with self._span("decode and compose"):
-            composed = prepare_inputs(request, images, self.settings.limits)
+            return cached.result, context, cache, None
+        with self._span("decode and compose") as span, self._decoding_memory(span) as reserve:
+            composed = prepare_inputs(request, images, self.settings.limits, reserve)
         self._check_fits_one_call(composed)
         started = time.perf_counter()
         with self._span(f"triton infer {route.triton_model}", SpanKind.CLIENT):
@@ -288,8 +322,31 @@ class Pipeline:
         infer_ms = (time.perf_counter() - started) * 1000
         self.metrics.inference_duration.record(infer_ms / 1000, {"model": route.triton_model})
         context = composed.context
-        self.cache.put(key, CachedResult(result, context.image_sizes, dict(context.camera_sizes)))
-        return result, context, False, infer_ms
+        if cache != "unavailable":
+            entry = CachedResult(result, context.image_sizes, dict(context.camera_sizes))
+            self.cache.put(key, entry)
+        return result, context, cache, infer_ms
+
+    @contextmanager
+    def _decoding_memory(self, span: Span) -> Iterator[Callable[[int], None] | None]:
+        """Each frame's memory is reserved from the budget as its header is read, and all of
+        it released once the request's images are composed (the PNGs are far smaller)."""
+        if self.memory is None:
+            yield None
+            return
+        budget, waited = self.memory, 0.0
+
+        def reserve(nbytes: int) -> None:
+            nonlocal waited
+            started = time.perf_counter()
+            budget.reserve(nbytes)
+            waited += time.perf_counter() - started
+
+        with budget.request():
+            try:
+                yield reserve
+            finally:
+                span.set_attribute("pocketvl.memory.wait_ms", round(waited * 1000, 3))
 
     def _check_fits_one_call(self, composed: Composed) -> None:
         """gRPC refuses a message over the cap as RESOURCE_EXHAUSTED, which reads like an

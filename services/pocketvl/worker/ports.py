@@ -68,9 +68,12 @@ class RecordSource(Protocol):
 
     def resume(self, partitions: set[Partition]) -> None: ...
 
-    def on_revoke(self, callback: Callable[[set[Partition]], None]) -> None:
-        """Call ``callback`` (inside ``poll``) before partitions are taken away, while
-        their offsets can still be committed."""
+    def on_revoke(self, callback: Callable[[set[Partition]], Mapping[Partition, int]]) -> None:
+        """Call ``callback`` (inside ``poll``, maybe on the client's own thread while
+        ``poll`` waits) before partitions are taken away; it returns, per partition, the
+        offset below which everything is finished: the source commits it while it still
+        owns them and, if a partition is assigned back, reads it again from there (records
+        the worker dropped are redelivered). The callback must not call the source."""
 
     def close(self) -> None: ...
 
@@ -87,12 +90,14 @@ class RecordSink(Protocol):
 
 
 class ResultCache(Protocol):
-    """Generation results by content key (``worker.caching.cache_key``). Best effort: an
-    unreachable cache answers None and forgets writes; it never fails a request."""
+    """Generation results by content key (``worker.caching.cache_key``). Best effort: it
+    never fails a request."""
 
-    def get(self, key: str) -> CachedResult | None: ...
+    def get(self, key: str) -> CachedResult | None:
+        """None on a miss. Raises ``CacheUnavailable`` when the cache cannot be reached."""
 
-    def put(self, key: str, value: CachedResult) -> None: ...
+    def put(self, key: str, value: CachedResult) -> None:
+        """Store ``value``; an unreachable cache forgets it."""
 
 
 class DoneStore(Protocol):
@@ -100,6 +105,9 @@ class DoneStore(Protocol):
     When unreachable, ``seen`` says False: answering twice beats dropping an event."""
 
     def seen(self, event_id: str) -> bool: ...
+
+    def seen_among(self, event_ids: list[str]) -> set[str]:
+        """Those of ``event_ids`` already answered, in one round trip (a poll's worth)."""
 
     def mark(self, event_ids: list[str]) -> None: ...
 

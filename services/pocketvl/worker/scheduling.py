@@ -22,6 +22,7 @@ class Job:
     lane: Hashable
     model: str | None  # the Triton model its route names; None: not routable (a DLQ record)
     parsed: object = None  # the value's JSON, parsed once on receipt
+    seen: bool | None = None  # its event already answered (one done-store lookup per poll)
 
     @property
     def partition(self) -> Partition:
