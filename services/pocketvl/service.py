@@ -3,16 +3,24 @@ plugged into the worker's ports, from settings. The one place that knows both si
 
 from __future__ import annotations
 
+import time
+from dataclasses import dataclass
+
 from opentelemetry import trace
+from opentelemetry.metrics import Meter
+from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.trace import Tracer
 
 from pocketvl.adapters.claim_check import image_stores
 from pocketvl.adapters.kafka_broker import KafkaRecordSink, KafkaRecordSource, ensure_topics
+from pocketvl.adapters.ops_http import OpsServer
 from pocketvl.adapters.redis_store import RedisDoneStore, RedisResultCache, connect
 from pocketvl.adapters.triton_client import TritonInference
 from pocketvl.settings import Settings
+from pocketvl.telemetry import WorkerMetrics, observe_worker, prometheus_metrics, prometheus_text
 from pocketvl.worker.caching import NoResultCache
 from pocketvl.worker.envelope import all_topics, request_topics
+from pocketvl.worker.health import ReadinessProbe, Report, liveness, readiness
 from pocketvl.worker.images import ImageFetcher
 from pocketvl.worker.loop import Worker
 from pocketvl.worker.memory import MemoryBudget
@@ -20,7 +28,9 @@ from pocketvl.worker.pipeline import Pipeline
 from pocketvl.worker.ports import ResultCache
 
 
-def build_pipeline(settings: Settings, tracer: Tracer | None = None) -> Pipeline:
+def build_pipeline(
+    settings: Settings, tracer: Tracer | None = None, meter: Meter | None = None
+) -> Pipeline:
     redis = connect(settings.redis)
     cache: ResultCache = NoResultCache()
     if settings.cache_enabled:
@@ -33,13 +43,65 @@ def build_pipeline(settings: Settings, tracer: Tracer | None = None) -> Pipeline
         # Duplicate suppression does not depend on the result cache being on.
         done=RedisDoneStore(redis, settings.redis.ttl_seconds, settings.redis.key_prefix),
         tracer=tracer or trace.get_tracer("pocketvl.worker"),
+        metrics=WorkerMetrics.create(meter),
         memory=MemoryBudget(settings.worker.decode_memory_mib * 2**20),
     )
 
 
-def build_worker(settings: Settings, tracer: Tracer | None = None) -> Worker:
+def build_worker(
+    settings: Settings, tracer: Tracer | None = None, meter: Meter | None = None
+) -> Worker:
     prefix = settings.kafka.topic_prefix
     ensure_topics(settings.kafka, all_topics(prefix))
-    pipeline = build_pipeline(settings, tracer)
+    pipeline = build_pipeline(settings, tracer, meter)
     source = KafkaRecordSource(settings.kafka, request_topics(prefix))
     return Worker(pipeline, source, KafkaRecordSink(settings.kafka))
+
+
+@dataclass
+class Operations:
+    """The operations port of a running worker, its readiness probe and its metrics."""
+
+    server: OpsServer
+    probe: ReadinessProbe
+    meters: MeterProvider
+
+    @property
+    def port(self) -> int:
+        return self.server.port
+
+    def close(self) -> None:
+        self.server.close()
+        self.probe.close()
+        self.meters.shutdown()
+
+
+def build_observed_worker(
+    settings: Settings, tracer: Tracer | None = None
+) -> tuple[Worker, Operations | None]:
+    """The worker, with ``/livez``, ``/readyz`` and ``/metrics`` served on ``ops.port``
+    (unless ``ops.enabled`` is false)."""
+    if not settings.ops.enabled:
+        return build_worker(settings, tracer), None
+    meters, registry = prometheus_metrics()
+    meter = meters.get_meter("pocketvl.worker")
+    worker = build_worker(settings, tracer, meter)
+    observe_worker(meter, worker)
+    ops = settings.ops
+    models = [route.triton_model for route in settings.routing.routes.values()]
+    probe = ReadinessProbe(
+        models,
+        worker.pipeline.inference.ready,
+        worker.pipeline.done.reachable,
+        ops.probe_interval_s,
+    ).start()
+
+    def live() -> Report:
+        since = None if worker.last_round is None else time.monotonic() - worker.last_round
+        return liveness(since, ops.live_stall_s)
+
+    def ready() -> Report:
+        return readiness(worker.running, worker.snapshot.assigned, probe.last, ops.redis_down)
+
+    server = OpsServer(ops.host, ops.port, live, ready, lambda: prometheus_text(registry))
+    return worker, Operations(server.start(), probe, meters)

@@ -204,6 +204,20 @@ class WorkerSettings(Section):
     shutdown_timeout_s: float = Field(default=30.0, gt=0)
 
 
+class OpsSettings(Section):
+    """The worker's operations port: ``/livez``, ``/readyz`` and ``/metrics`` (Prometheus)."""
+
+    host: str = "0.0.0.0"  # probes and scrapes come from outside the pod
+    port: int = Field(default=9464, ge=0, le=65535)  # 0: a free port (tests)
+    enabled: bool = True
+    # /livez fails when the poll loop has not come round for this long.
+    live_stall_s: float = Field(default=60.0, gt=0)
+    # How often Triton model readiness and Redis are checked for /readyz.
+    probe_interval_s: float = Field(default=2.0, gt=0)
+    # Redis down: "degraded" (ready: answers go out without cache) or "unready".
+    redis_down: Literal["degraded", "unready"] = "degraded"
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="POCKETVL_", env_nested_delimiter="__", extra="forbid"
@@ -216,6 +230,7 @@ class Settings(BaseSettings):
     limits: LimitSettings = Field(default_factory=LimitSettings)
     image_store: ImageStoreSettings = Field(default_factory=ImageStoreSettings)
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
+    ops: OpsSettings = Field(default_factory=OpsSettings)
     cache_enabled: bool = True
 
     @model_validator(mode="after")

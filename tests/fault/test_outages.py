@@ -1,14 +1,19 @@
-"""Triton and Redis killed under load: no valid request is dead-lettered, none is lost."""
+"""Triton and Redis killed under load: no valid request is dead-lettered, none is lost; the
+worker's /readyz says so meanwhile, and its /metrics are scraped and parsed."""
 
 from __future__ import annotations
 
+import json
 import threading
 import time
+import urllib.error
+import urllib.request
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from pocketvl.devstack.stack import LocalStack
-from pocketvl.service import build_worker
+from pocketvl.service import build_observed_worker
 from pocketvl.settings import Settings
 from pocketvl.worker.loop import Worker
 from tests.fault.conftest import outcomes, send_load
@@ -28,7 +33,10 @@ class Running:
     """A worker in a thread of this process, so its counters can be watched."""
 
     def __init__(self, settings: Settings) -> None:
-        self.worker: Worker = build_worker(settings)
+        self.worker: Worker
+        self.worker, ops = build_observed_worker(settings)
+        assert ops is not None
+        self.ops = ops
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self.worker.run, args=(self.stop,), daemon=True)
         self.thread.start()
@@ -36,10 +44,38 @@ class Running:
     def processed(self) -> int:
         return self.worker.stats.processed
 
+    def get(self, path: str) -> tuple[int, str]:
+        url = f"http://127.0.0.1:{self.ops.port}{path}"
+        try:
+            with urllib.request.urlopen(url, timeout=5) as reply:
+                return reply.status, reply.read().decode()
+        except urllib.error.HTTPError as error:
+            return error.code, error.read().decode()
+
+    def ready(self) -> tuple[int, dict[str, object]]:
+        status, body = self.get("/readyz")
+        return status, json.loads(body)
+
+    def fully_ready(self) -> bool:
+        status, body = self.ready()
+        return status == 200 and body["degraded"] == []
+
     def close(self) -> None:
         self.stop.set()
         self.thread.join(timeout=60)
         self.worker.close()
+        self.ops.close()
+
+
+def scrape(text: str) -> dict[str, float]:
+    """Each metric family's total over its samples (counters: the ``_total`` samples)."""
+    totals: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        samples = [s for s in family.samples if not s.name.endswith(("_created", "_bucket"))]
+        if family.type == "counter":
+            samples = [s for s in samples if s.name.endswith("_total")]
+        totals[family.name] = sum(s.value for s in samples)
+    return totals
 
 
 @pytest.mark.parametrize(("component", "down_s"), [("triton", 15.0), ("redis", 5.0)])
@@ -50,11 +86,21 @@ def test_a_component_killed_under_load_loses_nothing_and_dead_letters_nothing(
     running = Running(settings)
     try:
         wait_for(lambda: running.processed() >= 30, 120, "the first answers")
+        assert running.ready()[0] == 200
         local_stack.kill(component)
         killed_at = running.processed()
-        time.sleep(down_s)
+        started = time.monotonic()
+        if component == "triton":  # not ready while it holds its requests back
+            wait_for(lambda: running.ready()[0] == 503, down_s, "/readyz to say 503")
+        else:  # answering without the cache: ready, degraded
+            wait_for(lambda: running.ready()[1]["degraded"] == ["redis"], down_s, "degraded")
+            assert running.ready()[0] == 200
+        assert running.get("/livez")[0] == 200  # its loop goes on polling
+        time.sleep(max(0.0, down_s - (time.monotonic() - started)))
         local_stack.start(component)
+        wait_for(running.fully_ready, 60, "/readyz back to 200, not degraded")
         wait_for(lambda: running.processed() >= len(ids), 240, "every request")
+        scraped = scrape(running.get("/metrics")[1])
     finally:
         running.close()
     seen = outcomes(settings)
@@ -66,4 +112,9 @@ def test_a_component_killed_under_load_loses_nothing_and_dead_letters_nothing(
         assert seen.cache["unavailable"] > 0 and seen.cache["miss"] > 0
     else:
         assert seen.cache["unavailable"] == 0
+    assert scraped["pocketvl_messages_processed"] >= len(ids)
+    assert scraped["pocketvl_assigned_partitions"] >= 1
+    assert "pocketvl_consumer_lag" in scraped and "pocketvl_in_flight" in scraped
+    if component == "redis":
+        assert scraped["pocketvl_cache_lookups"] >= len(ids)
     print(f"{component} down {down_s:.0f} s: {seen.duplicates} duplicate answers, {seen.cache}")

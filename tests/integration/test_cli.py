@@ -10,9 +10,11 @@ from pathlib import Path
 
 import pytest
 
+from pocketvl.adapters.kafka_broker import publish, read_records
 from pocketvl.devstack.processes import free_ports, group_members
 from pocketvl.devstack.stack import StackState
 from pocketvl.settings import Settings, as_environment
+from pocketvl.worker.envelope import InboundRecord, dlq_headers, dlq_record, topic
 from tests.conftest import REPO
 from tests.support.samples import satellite_tile
 
@@ -191,3 +193,38 @@ def test_models_list_routes_and_repository(tmp_path: Path) -> None:
     missing = pocketvl("models", "verify")
     assert missing.returncode == 2
     assert "needs a checkpoint directory" in missing.stderr
+
+
+def test_dlq_list_show_and_replay_on_the_real_broker(settings: Settings) -> None:
+    prefix = settings.kafka.topic_prefix
+    requests = topic(prefix, "medical", "requests")
+    dead = []
+    for offset, (reason, retryable, value) in enumerate(
+        [("model_unavailable", True, b'{"event_id": "r-1"}'), ("invalid_json", False, b"{oops")]
+    ):
+        original = InboundRecord(requests, 0, offset, b"study-3", value, [("x-site", b"a")])
+        headers = dlq_headers(original, "infer", reason, "it failed", 1, retryable)
+        dead.append(dlq_record(original, topic(prefix, "medical", "dlq"), headers))
+    publish(settings.kafka, dead)
+    env = as_environment(settings)
+
+    listed = pocketvl("dlq", "list", "--domain", "medical", "--since", "1h", env=env)
+    assert listed.returncode == 0, listed.stderr
+    assert (
+        "| model_unavailable | yes |" in listed.stdout and "| invalid_json | no |" in listed.stdout
+    )
+    assert "2 DLQ records" in listed.stdout
+    only = pocketvl("dlq", "list", "--reason", "invalid_json", env=env)
+    assert "1 DLQ records" in only.stdout and "model_unavailable" not in only.stdout
+    shown = pocketvl("dlq", "show", "--event-id", "r-1", env=env)
+    assert shown.returncode == 0 and "dlq.original.topic" in shown.stdout, shown.stderr
+
+    replayed = pocketvl("dlq", "replay", "--domain", "medical", env=env)
+    assert replayed.returncode == 0, replayed.stderr
+    assert "1 replayed, 1 refused" in replayed.stdout
+    assert "invalid_json is not retryable" in replayed.stdout
+    (again,) = read_records(settings.kafka, [requests], 1, 20)
+    assert (again.key, again.value) == (b"study-3", b'{"event_id": "r-1"}')
+    replay = dict(again.headers)
+    assert replay["pocketvl.replay.attempt"] == b"1" and replay["x-site"] == b"a"
+    assert replay["pocketvl.replay.of"] == f"{prefix}.medical.dlq:0@0".encode()

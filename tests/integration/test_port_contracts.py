@@ -13,11 +13,12 @@ from pocketvl.adapters.kafka_broker import (
     KafkaRecordSink,
     KafkaRecordSource,
     ensure_topics,
+    publish,
 )
 from pocketvl.adapters.redis_store import RedisDoneStore, RedisResultCache, connect
 from pocketvl.devstack.processes import free_ports
 from pocketvl.errors import CacheUnavailable, RecordRefused
-from pocketvl.settings import RedisSettings, Settings
+from pocketvl.settings import KafkaSettings, RedisSettings, Settings
 from pocketvl.worker.envelope import InboundRecord, OutboundRecord
 from pocketvl.worker.ports import (
     CachedResult,
@@ -172,17 +173,20 @@ def test_a_record_over_the_cap_is_refused_alone(broker: tuple[str, PortPair]) ->
     delivery.wait(10)  # the producer still works
 
 
+def filled(
+    kafka: KafkaSettings, topic: str, partitions: int, records: list[tuple[str, str]]
+) -> None:
+    """``topic`` created with ``partitions``, holding ``records`` (key, value), all acked."""
+    ensure_topics(kafka, [topic], partitions=partitions)
+    publish(kafka, [OutboundRecord(topic, k.encode(), v.encode(), []) for k, v in records])
+
+
 def test_paused_and_resumed_partitions_deliver_every_record(settings: Settings) -> None:
     """Pause and resume in turns, as back-pressure does, on a real broker: every record
     still arrives once (kafka-python 3.0.12 alone stalls here; see _free_parked_records)."""
     kafka = settings.kafka.model_copy(update={"max_poll_records": 4})
     topic = f"{kafka.topic_prefix}.pauses.requests"
-    ensure_topics(kafka, [topic], partitions=3)
-    sink = KafkaRecordSink(kafka)
-    for i in range(90):
-        sink.send(OutboundRecord(topic, f"k{i % 9}".encode(), f"v{i}".encode(), []))
-    sink.flush(10)
-    sink.close()
+    filled(kafka, topic, 3, [(f"k{i % 9}", f"v{i}") for i in range(90)])
     source = KafkaRecordSource(kafka, [topic])
     seen: set[tuple[int, int]] = set()
     try:
@@ -219,12 +223,7 @@ def test_a_revocation_commits_what_the_worker_finished_before_the_partitions_mov
     keep its old position there and skip the records the worker dropped)."""
     kafka = settings.kafka.model_copy(update={"group_id": f"revoke-{uuid.uuid4().hex[:8]}"})
     topic = f"{kafka.topic_prefix}.revoke-{uuid.uuid4().hex[:8]}.requests"
-    ensure_topics(kafka, [topic], partitions=2)
-    sink = KafkaRecordSink(kafka)
-    for i in range(20):
-        sink.send(OutboundRecord(topic, f"k{i}".encode(), f"v{i}".encode(), []))
-    sink.flush(10)
-    sink.close()
+    filled(kafka, topic, 2, [(f"k{i}", f"v{i}") for i in range(20)])
     first = KafkaRecordSource(kafka, [topic])
     revoked: list[set[Partition]] = []
 
@@ -258,11 +257,7 @@ def test_a_static_member_joins_and_reads(settings: Settings) -> None:
         update={"group_id": f"static-{uuid.uuid4().hex[:8]}", "group_instance_id": "worker-0"}
     )
     topic = f"{kafka.topic_prefix}.static-{uuid.uuid4().hex[:8]}.requests"
-    ensure_topics(kafka, [topic], partitions=1)
-    sink = KafkaRecordSink(kafka)
-    sink.send(OutboundRecord(topic, b"k", b"v", []))
-    sink.flush(10)
-    sink.close()
+    filled(kafka, topic, 1, [("k", "v")])
     source = KafkaRecordSource(kafka, [topic])
     try:
         assert [r.value for r in _poll(source, 1)] == [b"v"]

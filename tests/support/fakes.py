@@ -35,6 +35,9 @@ class InMemoryDoneStore:
     def seen_among(self, event_ids: list[str]) -> set[str]:
         return self.done.intersection(event_ids)
 
+    def reachable(self) -> bool:
+        return True
+
     def mark(self, event_ids: list[str]) -> None:
         self.done.update(event_ids)
 
@@ -51,6 +54,9 @@ class ScriptedInference:
 
     def capacity(self, model: str) -> int | None:
         return self.capacities.get(model)
+
+    def ready(self, model: str) -> bool:
+        return True
 
     def model_version(self, model: str) -> str:
         return "1"
@@ -121,6 +127,14 @@ class InMemorySource:
 
     def resume(self, partitions: set[Partition]) -> None:
         self.paused -= partitions
+
+    def highwaters(self) -> dict[Partition, int]:
+        ends: dict[Partition, int] = {}
+        for batch in self.batches:
+            for r in batch:
+                where = Partition(r.topic, r.partition)
+                ends[where] = max(ends.get(where, 0), r.offset + 1)
+        return ends
 
     def on_revoke(self, callback: Callable[[set[Partition]], Mapping[Partition, int]]) -> None:
         self.revoke_callbacks.append(callback)

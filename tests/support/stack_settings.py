@@ -8,7 +8,13 @@ from typing import Any
 
 from pocketvl.adapters.kafka_broker import ensure_topics
 from pocketvl.devstack.stack import StackState
-from pocketvl.settings import KafkaSettings, RedisSettings, Settings, TritonSettings
+from pocketvl.settings import (
+    KafkaSettings,
+    OpsSettings,
+    RedisSettings,
+    Settings,
+    TritonSettings,
+)
 from pocketvl.worker.envelope import all_topics
 
 
@@ -27,6 +33,7 @@ def stack_settings(state: StackState, prefix_letter: str = "t", **sections: Any)
         ),
         redis=RedisSettings(**redis),
         triton=TritonSettings(**triton),
+        ops=OpsSettings(host="127.0.0.1", port=0),  # workers side by side: each a free port
         **sections,
     )
     ensure_topics(result.kafka, all_topics(prefix))

@@ -39,6 +39,9 @@ class TimedInference:
     def capacity(self, model: str) -> int | None:
         return self.capacities.get(model)
 
+    def ready(self, model: str) -> bool:
+        return True
+
     def model_version(self, model: str) -> str:
         return "1"
 

@@ -196,6 +196,14 @@ class KafkaRecordSource:
     def resume(self, partitions: set[Partition]) -> None:
         self.consumer.resume(*(TopicPartition(*p) for p in partitions))
 
+    def highwaters(self) -> dict[Partition, int]:
+        ends = {}
+        for tp in self.consumer.assignment():
+            end = self.consumer.highwater(tp)
+            if end is not None:
+                ends[Partition(tp.topic, tp.partition)] = int(end)
+        return ends
+
     def on_revoke(self, callback: RevokeCallback) -> None:
         self.rebalance.revoke_callbacks.append(callback)
 

@@ -100,5 +100,11 @@ class RedisDoneStore:
         except redis.RedisError as exc:
             log.warning("could not record answered events (a redelivery may repeat them): %s", exc)
 
+    def reachable(self) -> bool:
+        try:
+            return bool(self.client.ping())
+        except redis.RedisError:
+            return False
+
     def _key(self, event_id: str) -> str:
         return f"{self.key_prefix}:done:{event_id}"

@@ -76,6 +76,12 @@ class TritonInference:
             self._versions[model] = max(meta.versions, key=int) if meta.versions else "1"
         return self._versions[model]
 
+    def ready(self, model: str) -> bool:
+        try:
+            return bool(self.client.is_model_ready(model, client_timeout=2.0))
+        except InferenceServerException:
+            return False
+
     def capacity(self, model: str) -> int | None:
         try:
             reply = self.client.get_model_config(model, as_json=True, client_timeout=2.0)

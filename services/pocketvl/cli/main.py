@@ -16,6 +16,7 @@ from typing import Any, Literal
 from pydantic import ValidationError
 
 from pocketvl.cli.bench import add_bench_parser
+from pocketvl.cli.dlq import add_dlq_parser, dlq_command
 from pocketvl.cli.extras import require_extra
 from pocketvl.cli.models import add_models_parser, cmd_models
 from pocketvl.devstack import paths
@@ -84,9 +85,9 @@ def cmd_stack(args: argparse.Namespace) -> int:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    from pocketvl.service import build_worker
+    from pocketvl.service import build_observed_worker
 
-    worker = build_worker(_settings(args.stack))
+    worker, ops = build_observed_worker(_settings(args.stack))
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
@@ -94,6 +95,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
         stats = worker.run(stop, max_records=args.max_records, idle_timeout_s=args.idle_timeout)
     finally:
         worker.close()
+        if ops is not None:
+            ops.close()
     print(f"processed {stats.processed} records, {stats.dead_lettered} to the DLQ")
     return 0
 
@@ -209,6 +212,18 @@ def cmd_tail(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_dlq(args: argparse.Namespace) -> int:
+    from pocketvl.adapters.kafka_broker import publish, read_records
+
+    settings = _settings(args.stack)
+    return dlq_command(
+        args,
+        settings,
+        lambda topics: read_records(settings.kafka, topics, None, args.timeout),
+        lambda records: publish(settings.kafka, records),
+    )
+
+
 def cmd_schemas(args: argparse.Namespace) -> int:
     from pocketvl.contracts.export import drifted, export
 
@@ -311,6 +326,8 @@ def build_parser(registry: Registry = REGISTRY) -> argparse.ArgumentParser:
     tail.add_argument("--count", type=int, help="stop after this many records")
     tail.add_argument("--timeout", type=float, default=10.0, help="stop after this many seconds")
     tail.set_defaults(func=cmd_tail)
+
+    add_dlq_parser(sub, connect, list(registry.domains), cmd_dlq)
 
     schemas = sub.add_parser("schemas", help="JSON Schemas of the messages")
     schemas.add_argument("action", choices=["export", "check"])

@@ -30,6 +30,7 @@ from pocketvl.loadgen.plan import Planned, build, unique_variant
 from pocketvl.loadgen.suite import STAND_INS, Scenario
 from pocketvl.settings import (
     KafkaSettings,
+    OpsSettings,
     RedisSettings,
     Route,
     RoutingSettings,
@@ -58,6 +59,7 @@ def bench_settings(stack: LocalStack, scenario: Scenario) -> Settings:
         triton=TritonSettings(url=state.triton_url, backoff_max_s=1.0),
         routing=RoutingSettings(routes={spec.key: route for spec in REGISTRY}),
         worker=WorkerSettings(),
+        ops=OpsSettings(host="127.0.0.1", port=0),
     )
 
 

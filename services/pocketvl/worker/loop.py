@@ -37,7 +37,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Hashable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from pocketvl.errors import DeadLetterError, InternalError, RecordRefused
 from pocketvl.settings import WorkerSettings
@@ -50,6 +50,17 @@ from pocketvl.worker.scheduling import Job, Scheduler
 log = logging.getLogger(__name__)
 ACK_TIMEOUT_S = 30.0
 _RECENT_ANSWERS = 10_000  # event ids answered lately, against duplicates racing in flight
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """The loop's state for the metrics, taken on the loop thread about once a second."""
+
+    in_flight: int = 0
+    waiting: dict[str | None, int] = field(default_factory=dict)  # model -> buffered records
+    paused: dict[str | None, int] = field(default_factory=dict)  # model -> partitions paused
+    assigned: int = 0
+    lag: dict[Partition, int] = field(default_factory=dict)  # records not yet finished
 
 
 @dataclass
@@ -109,6 +120,9 @@ class Worker:
         self._recent: OrderedDict[str, None] = OrderedDict()
         self._unacked: list[_Pending] = []
         self._answering: set[str] = set()  # event ids whose answer is sent, not yet acked
+        self.running = False
+        self.last_round: float | None = None  # time.monotonic() of the loop's last round
+        self.snapshot = Snapshot()
         source.on_revoke(self._revoked)
 
     @property
@@ -125,8 +139,12 @@ class Worker:
         for ``idle_timeout_s``; then finish what is in flight (within
         ``worker.shutdown_timeout_s``), publish and commit."""
         stop = stop or threading.Event()
-        last_record = time.monotonic()
+        last_record = observed = time.monotonic()
+        self.running = True
         while not stop.is_set():
+            self.last_round = now = time.monotonic()
+            if now - observed >= 1.0:
+                self.snapshot, observed = self._observe(), now
             self._settle(wait_s=0.01 if self._running else 0.0)
             if max_records is not None and self.stats.processed >= max_records:
                 break
@@ -147,8 +165,18 @@ class Worker:
                 and time.monotonic() - last_record > idle_timeout_s
             ):
                 break
+        self.running = False
         self._drain(self.settings.shutdown_timeout_s)
+        self.snapshot = self._observe()
         return self.stats
+
+    def _observe(self) -> Snapshot:
+        assigned = self.source.assignment()
+        restart = self.tracker.restart_points(assigned)
+        ends = self.source.highwaters()
+        lag = {p: max(0, end - restart[p]) for p, end in ends.items() if p in restart}
+        paused = {m: len(self.scheduler.feeding(m) & self._paused) for m in self._full}
+        return Snapshot(self._in_flight, dict(self.scheduler.waiting), paused, len(assigned), lag)
 
     def _receive(self, batch: list[InboundRecord]) -> None:
         if not batch:

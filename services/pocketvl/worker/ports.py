@@ -68,6 +68,10 @@ class RecordSource(Protocol):
 
     def resume(self, partitions: set[Partition]) -> None: ...
 
+    def highwaters(self) -> dict[Partition, int]:
+        """Per assigned partition, the end offset last heard from the broker (no request is
+        made: lag for the metrics)."""
+
     def on_revoke(self, callback: Callable[[set[Partition]], Mapping[Partition, int]]) -> None:
         """Call ``callback`` (inside ``poll``, maybe on the client's own thread while
         ``poll`` waits) before partitions are taken away; it returns, per partition, the
@@ -111,6 +115,9 @@ class DoneStore(Protocol):
 
     def mark(self, event_ids: list[str]) -> None: ...
 
+    def reachable(self) -> bool:
+        """Whether the store answers now (readiness). Never raises."""
+
 
 class ImageStore(Protocol):
     """Where claim-check references point, for one URI scheme (file, https, s3...)."""
@@ -128,6 +135,10 @@ class InferenceBackend(Protocol):
     """A Triton model (or anything with its interface) that answers one request."""
 
     def model_version(self, model: str) -> str: ...
+
+    def ready(self, model: str) -> bool:
+        """Whether ``model`` is loaded and ready now. Never raises; returns within a few
+        seconds."""
 
     def capacity(self, model: str) -> int | None:
         """Requests ``model`` runs at once (max batch x instances); None when unknown (the
