@@ -17,7 +17,13 @@ from pocketvl.adapters.ops_http import OpsServer
 from pocketvl.adapters.redis_store import RedisDoneStore, RedisResultCache, connect
 from pocketvl.adapters.triton_client import TritonInference
 from pocketvl.settings import Settings
-from pocketvl.telemetry import WorkerMetrics, observe_worker, prometheus_metrics, prometheus_text
+from pocketvl.telemetry import (
+    WorkerMetrics,
+    observe_readiness,
+    observe_worker,
+    prometheus_metrics,
+    prometheus_text,
+)
 from pocketvl.worker.caching import NoResultCache
 from pocketvl.worker.envelope import all_topics, request_topics
 from pocketvl.worker.health import ReadinessProbe, Report, liveness, readiness
@@ -103,5 +109,6 @@ def build_observed_worker(
     def ready() -> Report:
         return readiness(worker.running, worker.snapshot.assigned, probe.last, ops.redis_down)
 
+    observe_readiness(meter, lambda: ready().ok, lambda: probe.last.models)
     server = OpsServer(ops.host, ops.port, live, ready, lambda: prometheus_text(registry))
     return worker, Operations(server.start(), probe, meters)

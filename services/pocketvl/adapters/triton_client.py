@@ -2,7 +2,8 @@
 
 Translates tritonclient's errors into ours: UNAVAILABLE / RESOURCE_EXHAUSTED / DEADLINE_EXCEEDED
 (server down, queue full, too slow) become ``InferenceUnavailable`` (retryable); anything
-else is an ``InferenceError`` for this request only.
+else is an ``InferenceError`` for this request only. Every inference carries the current
+trace context as ``traceparent`` gRPC metadata.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from typing import Any
 
 import numpy as np
 import tritonclient.grpc as grpcclient
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from tritonclient.utils import InferenceServerException
 
 from pocketvl.contracts import triton as tc
@@ -18,6 +20,7 @@ from pocketvl.errors import InferenceError, InferenceUnavailable
 from pocketvl.settings import TritonSettings
 from pocketvl.worker.ports import GenerationResult
 
+_PROPAGATOR = TraceContextTextMapPropagator()
 _RETRYABLE = {
     "StatusCode.UNAVAILABLE",
     "StatusCode.RESOURCE_EXHAUSTED",
@@ -101,8 +104,12 @@ class TritonInference:
             _int_input(tc.MAX_NEW_TOKENS, max_new_tokens),
             _int_input(tc.MAX_TILES, max_tiles),
         ]
+        carrier: dict[str, str] = {}
+        _PROPAGATOR.inject(carrier)  # the current span (triton infer): Triton's trace joins it
         try:
-            result = self.client.infer(model, inputs, client_timeout=self.timeout_s)
+            result = self.client.infer(
+                model, inputs, client_timeout=self.timeout_s, headers=carrier or None
+            )
         except InferenceServerException as exc:
             raise _translate(exc, model) from exc
         return GenerationResult(

@@ -85,9 +85,16 @@ def cmd_stack(args: argparse.Namespace) -> int:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    from pocketvl.service import build_observed_worker
+    from opentelemetry import trace
 
-    worker, ops = build_observed_worker(_settings(args.stack))
+    from pocketvl.service import build_observed_worker
+    from pocketvl.telemetry import otlp_tracer_provider
+
+    spans = otlp_tracer_provider()  # None unless OTEL_EXPORTER_OTLP_* says where to send them
+    if spans is not None:
+        trace.set_tracer_provider(spans)
+    tracer = spans.get_tracer("pocketvl.worker") if spans is not None else None
+    worker, ops = build_observed_worker(_settings(args.stack), tracer)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
@@ -97,6 +104,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
         worker.close()
         if ops is not None:
             ops.close()
+        if spans is not None:
+            spans.shutdown()  # flushes what is batched
     print(f"processed {stats.processed} records, {stats.dead_lettered} to the DLQ")
     return 0
 

@@ -166,8 +166,17 @@ class Pipeline:
             else []
         )
         with self._span(f"process {record.topic}", SpanKind.CONSUMER, links) as span:
-            span.set_attribute("messaging.kafka.offset", record.offset)
-            span.set_attribute("messaging.destination.partition.id", str(record.partition))
+            span.set_attributes(
+                {
+                    "messaging.system": "kafka",
+                    "messaging.operation.type": "process",
+                    "messaging.operation.name": "process",
+                    "messaging.destination.name": record.topic,
+                    "messaging.consumer.group.name": self.settings.kafka.group_id,
+                    "messaging.destination.partition.id": str(record.partition),
+                    "messaging.kafka.offset": record.offset,
+                }
+            )
             domain = domain_of(self.settings.kafka.topic_prefix, record.topic)
             if domain is None:  # the consumer subscribes to request topics only
                 raise RuntimeError(f"{record.topic} is not a request topic")
