@@ -325,3 +325,10 @@ def test_a_frame_over_the_pixel_cap_is_refused_before_reserving_anything() -> No
         "too_many_pixels"
     )
     assert asked == []
+
+
+def test_a_tiff_decoded_by_pillow_reserves_its_rgb_work_once() -> None:
+    asked: list[int] = []
+    data = samples.encode(samples.halves(32, 16), "TIFF", compression="tiff_lzw")
+    decode_media(data, "image/tiff", DecodeOptions(max_pixels=1_000_000, reserve=asked.append))
+    assert asked == [32 * 16 * 3, 32 * 16 * 8]  # the decoded samples, then the RGB work

@@ -82,9 +82,10 @@ def _read_samples(tif: tifffile.TiffFile, data: bytes, options: DecodeOptions) -
             f"{width}x{height} with {bands} bands of {series.dtype} decodes to {decoded} bytes, "
             f"over the cap of {options.max_pixels * _MAX_DECODED_BYTES_PER_CAP_PIXEL}",
         )
-    reserve_memory(options, decoded + height * width * RGB_WORK_BYTES_PER_PIXEL)
     if not _tifffile_decodes(tif.pages.first.compression):
+        reserve_memory(options, decoded)  # open_image reserves the RGB work on top
         return _pillow_samples(data, options)  # Pillow's libtiff has LZW and JPEG built in
+    reserve_memory(options, decoded + height * width * RGB_WORK_BYTES_PER_PIXEL)
     planes = np.moveaxis(series.asarray(), (axes.index("Y"), axes.index("X")), (0, 1))
     return planes.reshape(height, width, bands)
 
