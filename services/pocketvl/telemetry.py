@@ -2,10 +2,15 @@
 
 Instruments (names follow the messaging semantic conventions' style):
 
-- ``pocketvl.messages.processed`` counter {domain, outcome=answered|dead_lettered, reason}
-- ``pocketvl.process.duration`` histogram, seconds {domain, outcome}
+- ``pocketvl.messages.consumed`` counter {topic}: request records received
+- ``pocketvl.messages.processed`` counter {domain, outcome=answered|dead_lettered|duplicate,
+  reason}
+- ``pocketvl.messages.published`` counter {topic, kind=answers|dlq}: records the broker acked
+- ``pocketvl.process.duration`` histogram, seconds {domain, model, outcome}
 - ``pocketvl.cache.lookups`` counter {result=hit|miss|unavailable}
-- ``pocketvl.inference.duration`` histogram, seconds {model}
+- ``pocketvl.inference.duration`` histogram, seconds {domain, model}
+- ``pocketvl.retries`` counter {stage=triton|image_store, reason}: retryable failures tried
+  again (created at zero for every stage and retryable reason, so a scrape always has it)
 - from the loop (``observe_worker``): ``pocketvl.in_flight``, ``pocketvl.waiting`` {model},
   ``pocketvl.paused_partitions`` {model}, ``pocketvl.assigned_partitions``,
   ``pocketvl.consumer.lag`` {topic, partition}, ``pocketvl.duplicates``
@@ -47,17 +52,41 @@ if TYPE_CHECKING:
     from pocketvl.worker.loop import Worker
 
 
+# The retryable failures, by the stage that retries them: each starts at zero.
+RETRIED = (
+    ("triton", "model_unavailable"),
+    ("triton", "model_not_loaded"),
+    ("image_store", "image_unavailable"),
+)
+
+
 @dataclass(frozen=True)
 class WorkerMetrics:
     processed: Counter
     process_duration: Histogram
     cache_lookups: Counter
     inference_duration: Histogram
+    retries: Counter
+    consumed: Counter
+    published: Counter
 
     @classmethod
     def create(cls, meter: Meter | None = None) -> WorkerMetrics:
         meter = meter or metrics.get_meter("pocketvl.worker")
+        retries = meter.create_counter(
+            "pocketvl.retries", description="retryable failures tried again"
+        )
+        for stage, reason in RETRIED:
+            retries.add(0, {"stage": stage, "reason": reason})
         return cls(
+            retries=retries,
+            consumed=meter.create_counter(
+                "pocketvl.messages.consumed", description="request records received"
+            ),
+            published=meter.create_counter(
+                "pocketvl.messages.published",
+                description="answer and DLQ records the broker acknowledged",
+            ),
             processed=meter.create_counter(
                 "pocketvl.messages.processed", description="request records handled"
             ),

@@ -9,6 +9,7 @@ import re
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
+from pocketvl.errors import InferenceUnavailable
 from pocketvl.telemetry import (
     WorkerMetrics,
     observe_readiness,
@@ -28,10 +29,13 @@ METRIC = re.compile(r"\bpocketvl_[a-z_]+\b")
 
 
 def scraped_names() -> set[str]:
-    """Every sample name a worker's /metrics holds after answering and dead-lettering."""
+    """Every sample name a worker's /metrics holds after answering (once Triton came back:
+    a retry) and dead-lettering."""
     meters, registry = prometheus_metrics()
     meter = meters.get_meter("pocketvl.worker")
-    pipeline = make_pipeline(ScriptedInference())
+    pipeline = make_pipeline(
+        ScriptedInference(errors=[InferenceUnavailable("model_unavailable", "down")])
+    )
     pipeline.metrics = WorkerMetrics.create(meter)
     worker = Worker(pipeline, InMemorySource([records(valid("a"), b"{oops")]), InMemorySink())
     observe_worker(meter, worker)

@@ -21,6 +21,8 @@ slow model fills its own budget, never the others'.
 - Rebalance: before partitions are revoked, what is finished on them is committed and their
   unstarted records dropped (the new owner gets them); their in-flight results are still
   published, never committed here.
+- Spans (``messaging_spans``): ``poll`` per poll that returned records, ``send`` per result
+  published (its context goes into the result's ``traceparent``), ``commit`` per commit.
 
 No single record can stop the loop: an exception from any stage is dead-lettered as
 ``internal_error``; an answer the broker refuses (too large) is dead-lettered instead; a
@@ -39,9 +41,12 @@ from collections.abc import Hashable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
+from opentelemetry.trace import Span, SpanContext
+
 from pocketvl.errors import DeadLetterError, InternalError, RecordRefused
 from pocketvl.settings import WorkerSettings
 from pocketvl.worker.envelope import InboundRecord, OutboundRecord, domain_of
+from pocketvl.worker.messaging_spans import MessagingSpans, trace_context
 from pocketvl.worker.offsets import OffsetTracker
 from pocketvl.worker.pipeline import Pipeline
 from pocketvl.worker.ports import Delivery, Partition, RecordSink, RecordSource
@@ -75,6 +80,8 @@ class _Sent:
     inbound: InboundRecord
     outbound: OutboundRecord
     delivery: Delivery
+    span: Span  # "send", ended once the broker answers
+    parent: SpanContext  # the record's process span
 
 
 @dataclass
@@ -120,6 +127,10 @@ class Worker:
         self._recent: OrderedDict[str, None] = OrderedDict()
         self._unacked: list[_Pending] = []
         self._answering: set[str] = set()  # event ids whose answer is sent, not yet acked
+        self.spans = MessagingSpans(pipeline.tracer, pipeline.settings.kafka.group_id)
+        # Per partition, finished records not yet committed: offset, and the process span
+        # the commit span will link to.
+        self._uncommitted: dict[Partition, list[tuple[int, SpanContext | None]]] = {}
         self.running = False
         self.last_round: float | None = None  # time.monotonic() of the loop's last round
         self.snapshot = Snapshot()
@@ -149,11 +160,12 @@ class Worker:
             if max_records is not None and self.stats.processed >= max_records:
                 break
             wanted = None if max_records is None else max_records - self.stats.processed
+            polled_at = time.time_ns()
             if wanted is None or self.scheduler.buffered + self._in_flight < wanted:
                 batch = self.source.poll(timeout_s=0.01 if self._in_flight else 0.2)
             else:
                 batch = []
-            self._receive(batch)
+            self._receive(batch, polled_at)
             if batch:
                 last_record = time.monotonic()
             self._dispatch(wanted)
@@ -178,9 +190,15 @@ class Worker:
         paused = {m: len(self.scheduler.feeding(m) & self._paused) for m in self._full}
         return Snapshot(self._in_flight, dict(self.scheduler.waiting), paused, len(assigned), lag)
 
-    def _receive(self, batch: list[InboundRecord]) -> None:
+    def _receive(self, batch: list[InboundRecord], polled_at: int) -> None:
         if not batch:
             return
+        self.spans.polled(batch, polled_at)
+        consumed: dict[str, int] = {}
+        for inbound in batch:
+            consumed[inbound.topic] = consumed.get(inbound.topic, 0) + 1
+        for name, count in consumed.items():
+            self.pipeline.metrics.consumed.add(count, {"topic": name})
         routed = [self.pipeline.route_of(inbound) for inbound in batch]
         seen = self.pipeline.answered_before([parsed for _, parsed in routed])
         for inbound, (model, parsed), answered in zip(batch, routed, seen, strict=True):
@@ -279,6 +297,10 @@ class Worker:
                 if event_id is None or not acked:
                     self.stats.dead_lettered += 1
             settled.append(pending.done)
+            if self.tracker.tracks(pending.done.job.partition):  # else revoked: not committed
+                parent = None if sent is None else sent.parent
+                finished = self._uncommitted.setdefault(pending.done.job.partition, [])
+                finished.append((pending.done.inbound.offset, parent))
         if not settled:
             return
         self._unacked = waiting
@@ -299,7 +321,15 @@ class Worker:
     def _commit(self) -> None:
         offsets = self.tracker.committable()
         if offsets:
-            self.source.commit(offsets)
+            covered: list[SpanContext | None] = []
+            for partition, offset in offsets.items():
+                finished = self._uncommitted.pop(partition, [])
+                covered += [context for at, context in finished if at < offset]
+                later = [(at, context) for at, context in finished if at >= offset]
+                if later:
+                    self._uncommitted[partition] = later
+            with self.spans.committing(offsets, covered):
+                self.source.commit(offsets)
             self.tracker.committed(offsets)
 
     def _apply_back_pressure(self) -> None:
@@ -327,6 +357,8 @@ class Worker:
         self._reap(block=True)
         mine = self.tracker.restart_points(partitions)
         self.tracker.revoke(partitions)
+        for partition in partitions:
+            self._uncommitted.pop(partition, None)
         self.scheduler.drop(partitions)
         self._paused -= partitions
         return mine
@@ -354,24 +386,43 @@ class Worker:
             raise RuntimeError(f"{inbound.topic} is not a request topic") from error
         return self.pipeline.dead_letter(inbound, domain, error)
 
-    def _send(self, inbound: InboundRecord, outbound: OutboundRecord) -> _Sent:
+    def _send(
+        self, inbound: InboundRecord, outbound: OutboundRecord, parent: SpanContext | None = None
+    ) -> _Sent:
+        """Hand ``outbound`` to the producer under its ``send`` span, whose parent is the
+        process span named by the record's ``traceparent`` (or ``parent``, for a record
+        sent in place of a refused one)."""
+        parent = trace_context(outbound.headers) if parent is None else parent
+        span, outbound = self.spans.sending(outbound, parent)
         try:
-            return _Sent(inbound, outbound, self.sink.send(outbound))
+            return _Sent(inbound, outbound, self.sink.send(outbound), span, parent)
         except RecordRefused as refusal:
-            return self._send(inbound, self._instead_of_refused(inbound, outbound, refusal))
+            self.spans.sent(span, "message_too_large")
+            replacement = self._instead_of_refused(inbound, outbound, refusal)
+            return self._send(inbound, replacement, parent)
+        except BaseException as exc:
+            self.spans.sent(span, type(exc).__name__)
+            raise
 
     def _acked(self, item: _Sent) -> bool:
         """Wait for the broker's ack; False when it refused the record and a replacement
         (the request dead-lettered, or a DLQ record without the value) was acked instead."""
         try:
             item.delivery.wait(ACK_TIMEOUT_S)
-            return True
         except RecordRefused as refusal:
+            self.spans.sent(item.span, "message_too_large")
             replacement = self._instead_of_refused(item.inbound, item.outbound, refusal)
-            retry = self._send(item.inbound, replacement)
+            retry = self._send(item.inbound, replacement, item.parent)
             self.sink.flush(ACK_TIMEOUT_S)
             self._acked(retry)
             return False
+        except BaseException as exc:
+            self.spans.sent(item.span, type(exc).__name__)
+            raise
+        self.spans.sent(item.span)
+        kind = "dlq" if item.outbound.answers is None else "answers"
+        self.pipeline.metrics.published.add(1, {"topic": item.outbound.topic, "kind": kind})
+        return True
 
     def _instead_of_refused(
         self, inbound: InboundRecord, outbound: OutboundRecord, refusal: RecordRefused

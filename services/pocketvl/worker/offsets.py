@@ -32,6 +32,10 @@ class OffsetTracker:
         state.pending.add(offset)
         state.next_offset = max(state.next_offset or 0, offset + 1)
 
+    def tracks(self, partition: Partition) -> bool:
+        """Whether ``partition`` is tracked (records were received from it, not revoked)."""
+        return partition in self._partitions
+
     def finish(self, partition: Partition, offset: int) -> None:
         """``offset`` is done. Unknown (revoked) partitions and offsets are ignored."""
         state = self._partitions.get(partition)

@@ -79,6 +79,7 @@ class _Progress:
     """The stage a record has reached, so an unexpected failure can say where it was."""
 
     stage: str = "deserialize"
+    model: str = "none"  # the routed Triton model, once known
 
 
 def _mark_failed(span: Span, code: str, message: str) -> None:
@@ -202,7 +203,8 @@ class Pipeline:
             finally:
                 labels = {"domain": domain, "outcome": outcome}
                 self.metrics.processed.add(1, labels | {"reason": reason})
-                self.metrics.process_duration.record(time.perf_counter() - started, labels)
+                took = time.perf_counter() - started
+                self.metrics.process_duration.record(took, labels | {"model": progress.model})
 
     @contextmanager
     def _span(
@@ -244,6 +246,7 @@ class Pipeline:
             self.settings.routing.routes, request.domain, request.task.type, request.model_size
         )
         progress.stage = "fetch"
+        progress.model = route.triton_model
         with self._span("fetch images"):
             images = self._retrying(
                 self._store_policy, lambda: self.images.load_all(request.images)
@@ -329,7 +332,8 @@ class Pipeline:
                 ),
             )
         infer_ms = (time.perf_counter() - started) * 1000
-        self.metrics.inference_duration.record(infer_ms / 1000, {"model": route.triton_model})
+        labels = {"domain": request.domain, "model": route.triton_model}
+        self.metrics.inference_duration.record(infer_ms / 1000, labels)
         context = composed.context
         if cache != "unavailable":
             entry = CachedResult(result, context.image_sizes, dict(context.camera_sizes))
@@ -373,16 +377,25 @@ class Pipeline:
     def _triton_policy(self) -> RetryPolicy:
         t = self.settings.triton
         return RetryPolicy(
-            t.max_attempts, t.backoff_initial_s, t.backoff_max_s, budget_s=t.outage_budget_s
+            t.max_attempts,
+            t.backoff_initial_s,
+            t.backoff_max_s,
+            budget_s=t.outage_budget_s,
+            stage="triton",
         )
 
     @property
     def _store_policy(self) -> RetryPolicy:
         store = self.settings.image_store
-        return RetryPolicy(store.max_attempts, store.backoff_initial_s, store.backoff_max_s)
+        return RetryPolicy(
+            store.max_attempts, store.backoff_initial_s, store.backoff_max_s, stage="image_store"
+        )
 
     def _retrying(self, policy: RetryPolicy, call: Callable[[], T]) -> T:
-        return with_retries(call, policy, self.sleep)
+        def count(error: DeadLetterError) -> None:
+            self.metrics.retries.add(1, {"stage": policy.stage, "reason": error.reason})
+
+        return with_retries(call, policy, self.sleep, on_retry=count)
 
     def _answer_record(self, record: InboundRecord, answer: AnswerBase) -> OutboundRecord:
         headers = cloudevent_headers(
@@ -410,7 +423,16 @@ class Pipeline:
             attempts=exc.attempts,
             retryable=exc.retryable,
         )
+        headers += _trace_headers()  # the process span's, where there is one
         return dlq_record(record, topic(self.settings.kafka.topic_prefix, domain, "dlq"), headers)
+
+
+def _trace_headers() -> Headers:
+    """The current span's context as ``traceparent`` (and ``tracestate``) headers; the loop
+    replaces them with its ``send`` span's when it publishes the record."""
+    carrier: dict[str, str] = {}
+    _PROPAGATOR.inject(carrier)
+    return [(k, v.encode()) for k, v in carrier.items()]
 
 
 def _where(record: InboundRecord) -> str:
