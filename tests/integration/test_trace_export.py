@@ -28,8 +28,9 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2_grpc import (
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from pocketvl.telemetry import WorkerMetrics, otlp_tracer_provider, prometheus_metrics
+from pocketvl.worker.loop import Worker
 from tests.support.examples import example
-from tests.support.fakes import ScriptedInference
+from tests.support.fakes import InMemorySink, InMemorySource, ScriptedInference
 from tests.support.pipelines import make_pipeline, published, record
 
 PRODUCER_TRACE = "0af7651916cd43dd8448eb211c80319c"
@@ -134,9 +135,11 @@ def test_a_records_spans_reach_an_otlp_endpoint_with_their_parentage(
     parent = f"00-{PRODUCER_TRACE}-{PRODUCER_SPAN}-01".encode()
     inbound = replace(inbound, headers=[*inbound.headers, ("traceparent", parent)])
     answer = published(pipeline, inbound)
+    dlq = pipeline.process(replace(inbound, value=b"{oops"))
     provider.shutdown()  # flushes the batch to the endpoint
 
-    spans = {span.name: span for span in received.spans()}
+    failed = [s for s in received.spans() if s.status.message == "invalid_json"]
+    spans = {span.name: span for span in received.spans() if span not in failed}
     assert received.service_names() == {"pocketvl-under-test"}
     process = spans["process pocketvl.medical.requests"]
     assert process.kind == Span.SPAN_KIND_CONSUMER
@@ -154,6 +157,74 @@ def test_a_records_spans_reach_an_otlp_endpoint_with_their_parentage(
     # the answer carries the trace on: its traceparent names the process span's trace
     traceparent = dict(answer.headers)["traceparent"].decode()
     assert traceparent.split("-")[1] == process.trace_id.hex()
+    # so does a DLQ record: its process span (the loop puts its send span there instead)
+    assert dlq is not None and dict(dlq.headers)["dlq.reason"] == b"invalid_json"
+    (failed_process,) = failed
+    _, trace_id, span_id, _ = dict(dlq.headers)["traceparent"].decode().split("-")
+    assert (trace_id, span_id) == (failed_process.trace_id.hex(), failed_process.span_id.hex())
+
+
+def test_the_loops_poll_send_and_commit_spans_reach_the_endpoint_with_links_and_parents(
+    grpc_endpoint: tuple[str, Received], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The worker loop over in-memory ports: one poll of an answerable and an unreadable
+    record; the answer and the DLQ record carry their send span's context."""
+    endpoint, received = grpc_endpoint
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint)
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_INSECURE", "true")
+    provider = otlp_tracer_provider()
+    assert provider is not None
+    pipeline = make_pipeline(ScriptedInference())
+    pipeline.tracer = provider.get_tracer("pocketvl.worker")
+    parent = ("traceparent", f"00-{PRODUCER_TRACE}-{PRODUCER_SPAN}-01".encode())
+    batch = [
+        replace(record(example("medical"), offset=7), headers=[parent]),
+        replace(record(b"{oops", offset=8), headers=[parent]),
+    ]
+    sink = InMemorySink()
+    Worker(pipeline, InMemorySource([batch]), sink).run(max_records=2, idle_timeout_s=0.5)
+    provider.shutdown()
+
+    spans = received.spans()
+    topic = "pocketvl.medical.requests"
+    (poll,) = [s for s in spans if s.name == f"poll {topic}"]
+    assert poll.kind == Span.SPAN_KIND_CLIENT
+    assert values(poll)["messaging.operation.type"].string_value == "receive"
+    assert values(poll)["messaging.batch.message_count"].int_value == 2
+    assert values(poll)["messaging.consumer.group.name"].string_value == "pocketvl-worker"
+    assert [link.span_id.hex() for link in poll.links] == [PRODUCER_SPAN] * 2
+
+    processes = {s.span_id: s for s in spans if s.name == f"process {topic}"}
+    assert len(processes) == 2
+    sends = {s.name: s for s in spans if s.name.startswith("send ")}
+    assert set(sends) == {"send pocketvl.medical.answers", "send pocketvl.medical.dlq"}
+    for send in sends.values():
+        assert send.kind == Span.SPAN_KIND_PRODUCER
+        assert values(send)["messaging.operation.type"].string_value == "send"
+        assert send.parent_span_id in processes  # the child of its record's process span
+        assert send.trace_id == processes[send.parent_span_id].trace_id
+    assert values(sends["send pocketvl.medical.dlq"])["pocketvl.dlq.reason"].string_value == (
+        "invalid_json"
+    )
+    # the answer and the DLQ record: traceparent = their send span (trace and span id)
+    for out in sink.acked:
+        send = sends[f"send {out.topic}"]
+        _, trace_id, span_id, _ = dict(out.headers)["traceparent"].decode().split("-")
+        assert (trace_id, span_id) == (send.trace_id.hex(), send.span_id.hex()), out.topic
+
+    commits = [s for s in spans if s.name == f"commit {topic}"]
+    assert commits
+    for commit in commits:
+        assert commit.kind == Span.SPAN_KIND_CLIENT
+        assert values(commit)["messaging.operation.type"].string_value == "settle"
+        assert values(commit)["messaging.destination.partition.id"].string_value == "2"
+    linked = sorted(link.span_id for commit in commits for link in commit.links)
+    assert linked == sorted(processes)  # every committed record's process span, once
+
+
+def values(span: Span) -> dict[str, Any]:
+    return {attribute.key: attribute.value for attribute in span.attributes}
 
 
 def test_no_endpoint_no_exporter(monkeypatch: pytest.MonkeyPatch) -> None:
