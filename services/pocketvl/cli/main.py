@@ -54,7 +54,11 @@ def cmd_stack(args: argparse.Namespace) -> int:
         if (run_dir / "stack.json").exists() and any(status(StackState.load(run_dir)).values()):
             raise PocketvlError("a local stack is already running: `pocketvl stack down` first")
         stack = LocalStack(
-            run_dir, paths.model_repository(), paths.ensure_tiny_checkpoints(), paths.TINY_MODELS
+            run_dir,
+            paths.model_repository(),
+            paths.ensure_tiny_checkpoints(),
+            paths.TINY_MODELS,
+            triton_traces=args.triton_traces,
         )
         state = stack.up()
         print(f"local stack up (logs in {run_dir}); use --stack, or export:")
@@ -313,6 +317,12 @@ def build_parser(registry: Registry = REGISTRY) -> argparse.ArgumentParser:
         nargs="?",
         choices=["kafka", "redis", "triton"],
         help="stop: SIGKILL one component, as a crash would; start: start it again, same ports",
+    )
+    stack.add_argument(
+        "--triton-traces",
+        metavar="URL",
+        help="up: Triton traces every request (OpenTelemetry mode) and exports its spans to "
+        "this OTLP/HTTP traces URL, e.g. http://127.0.0.1:4318/v1/traces",
     )
     stack.set_defaults(func=cmd_stack)
 
