@@ -115,6 +115,10 @@ def test_a_component_killed_under_load_loses_nothing_and_dead_letters_nothing(
     assert scraped["pocketvl_messages_processed"] >= len(ids)
     assert scraped["pocketvl_assigned_partitions"] >= 1
     assert "pocketvl_consumer_lag" in scraped and "pocketvl_in_flight" in scraped
+    assert scraped["pocketvl_messages_consumed"] >= len(ids)
+    assert scraped["pocketvl_messages_published"] >= len(ids)  # answers, acked
     if component == "redis":
         assert scraped["pocketvl_cache_lookups"] >= len(ids)
+    else:  # the requests that met the outage were retried, not dead-lettered
+        assert scraped["pocketvl_retries"] > 0
     print(f"{component} down {down_s:.0f} s: {seen.duplicates} duplicate answers, {seen.cache}")
