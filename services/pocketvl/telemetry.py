@@ -11,8 +11,9 @@ Instruments (names follow the messaging semantic conventions' style):
 - ``pocketvl.inference.duration`` histogram, seconds {domain, model}
 - ``pocketvl.retries`` counter {stage=triton|image_store, reason}: retryable failures tried
   again (created at zero for every stage and retryable reason, so a scrape always has it)
-- from the loop (``observe_worker``): ``pocketvl.in_flight``, ``pocketvl.waiting`` {model},
-  ``pocketvl.paused_partitions`` {model}, ``pocketvl.assigned_partitions``,
+- from the loop (``observe_worker``): ``pocketvl.in_flight``, ``pocketvl.model.in_flight``
+  {model}, ``pocketvl.waiting`` {model}, ``pocketvl.paused_partitions`` {model},
+  ``pocketvl.assigned_partitions``,
   ``pocketvl.consumer.lag`` {topic, partition}, ``pocketvl.duplicates``
 - from the readiness probe (``observe_readiness``): ``pocketvl.ready``,
   ``pocketvl.model.ready`` {model}
@@ -123,6 +124,10 @@ def observe_worker(meter: Meter, worker: Worker) -> None:
     def in_flight(_: CallbackOptions) -> Iterable[Observation]:
         yield Observation(worker.snapshot.in_flight)
 
+    def model_in_flight(_: CallbackOptions) -> Iterable[Observation]:
+        for model, count in worker.snapshot.running.items():
+            yield Observation(count, {"model": model or "unroutable"})
+
     def waiting(_: CallbackOptions) -> Iterable[Observation]:
         for model, count in worker.snapshot.waiting.items():
             yield Observation(count, {"model": model or "unroutable"})
@@ -143,6 +148,9 @@ def observe_worker(meter: Meter, worker: Worker) -> None:
 
     meter.create_observable_gauge(
         "pocketvl.in_flight", [in_flight], description="requests dispatched, not yet settled"
+    )
+    meter.create_observable_gauge(
+        "pocketvl.model.in_flight", [model_in_flight], description="in flight, per model"
     )
     meter.create_observable_gauge(
         "pocketvl.waiting", [waiting], description="received, not yet started, per model"

@@ -42,7 +42,7 @@ def scraped_names() -> set[str]:
     observe_readiness(meter, lambda: True, lambda: {"internvl2_tiny_qwen2": True})
     worker.run(max_records=2, idle_timeout_s=0.5)
     worker.snapshot = Snapshot(  # what a busy worker reports: lag and a paused partition
-        3, {"m": 5}, {"m": 1}, 2, {Partition("pocketvl.medical.requests", 0): 12}
+        3, {"m": 5}, {"m": 1}, 2, {Partition("pocketvl.medical.requests", 0): 12}, {"m": 3}
     )
     text = prometheus_text(registry).decode()
     meters.shutdown()

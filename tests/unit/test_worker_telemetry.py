@@ -3,6 +3,8 @@ published, durations by domain and model, and the loop's poll / send / commit sp
 
 from __future__ import annotations
 
+import threading
+import time
 from dataclasses import replace
 from typing import Any
 
@@ -13,10 +15,11 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind, StatusCode
 
 from pocketvl.errors import ImageUnavailable, InferenceError, InferenceUnavailable
-from pocketvl.telemetry import WorkerMetrics
+from pocketvl.telemetry import WorkerMetrics, observe_worker
 from pocketvl.worker.images import LoadedImage
 from pocketvl.worker.loop import Worker
 from pocketvl.worker.pipeline import Pipeline
+from pocketvl.worker.ports import GenerationResult
 from tests.support.examples import example
 from tests.support.fakes import InMemorySink, InMemorySource, ScriptedInference
 from tests.support.pipelines import make_pipeline, published, record
@@ -188,3 +191,39 @@ def test_an_empty_poll_makes_no_span() -> None:
     worker, _, exporter = traced_worker([])
     worker.run(idle_timeout_s=0.1)
     assert exporter.get_finished_spans() == ()
+
+
+class GatedInference(ScriptedInference):
+    """Holds every call until ``gate`` is set."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = threading.Event()
+
+    def generate(
+        self, model: str, images: list[bytes], question: str, max_new_tokens: int, max_tiles: int
+    ) -> GenerationResult:
+        assert self.gate.wait(30), "the test never opened the gate"
+        return super().generate(model, images, question, max_new_tokens, max_tiles)
+
+
+def test_requests_in_flight_are_gauged_per_model() -> None:
+    inference = GatedInference()
+    pipeline = make_pipeline(inference)
+    reader = InMemoryMetricReader()
+    batch = [replace(r, key=f"study-{r.offset}".encode()) for r in records(valid("a"), valid("b"))]
+    worker = Worker(pipeline, InMemorySource([batch]), InMemorySink())
+    observe_worker(MeterProvider(metric_readers=[reader]).get_meter("loop"), worker)
+    running = threading.Thread(target=worker.run, kwargs={"max_records": 2, "idle_timeout_s": 1})
+    running.start()
+    try:
+        deadline = time.monotonic() + 10
+        while worker.snapshot.running.get("internvl2_tiny_qwen2") != 2:  # taken once a second
+            assert time.monotonic() < deadline, f"snapshot: {worker.snapshot}"
+            time.sleep(0.05)
+        (gauge,) = points(reader)["pocketvl.model.in_flight"]
+        assert (dict(gauge.attributes), gauge.value) == ({"model": "internvl2_tiny_qwen2"}, 2)
+    finally:
+        inference.gate.set()
+        running.join(timeout=30)
+    assert not running.is_alive()

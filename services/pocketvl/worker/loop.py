@@ -66,6 +66,7 @@ class Snapshot:
     paused: dict[str | None, int] = field(default_factory=dict)  # model -> partitions paused
     assigned: int = 0
     lag: dict[Partition, int] = field(default_factory=dict)  # records not yet finished
+    running: dict[str | None, int] = field(default_factory=dict)  # model -> in flight
 
 
 @dataclass
@@ -188,7 +189,8 @@ class Worker:
         ends = self.source.highwaters()
         lag = {p: max(0, end - restart[p]) for p, end in ends.items() if p in restart}
         paused = {m: len(self.scheduler.feeding(m) & self._paused) for m in self._full}
-        return Snapshot(self._in_flight, dict(self.scheduler.waiting), paused, len(assigned), lag)
+        waiting, running = dict(self.scheduler.waiting), dict(self.scheduler.running)
+        return Snapshot(self._in_flight, waiting, paused, len(assigned), lag, running)
 
     def _receive(self, batch: list[InboundRecord], polled_at: int) -> None:
         if not batch:
