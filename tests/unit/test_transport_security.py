@@ -18,7 +18,7 @@ from kafka.net.sasl import get_sasl_mechanism
 from kafka.net.transport import KafkaSSLTransport
 from pydantic import SecretStr, ValidationError
 
-from pocketvl.adapters.kafka_broker import _common, publish
+from pocketvl.adapters.kafka_broker import _common, ensure_topics, publish
 from pocketvl.adapters.kafka_security import FileTokenProvider, security_kwargs
 from pocketvl.adapters.redis_store import connection_kwargs
 from pocketvl.adapters.triton_client import tls_kwargs
@@ -262,4 +262,8 @@ def test_a_failed_kafka_connection_logs_and_raises_no_secret(
     with pytest.raises(BrokerUnavailable) as caught:
         publish(settings, [OutboundRecord("t", None, b"v", [])], timeout_s=1)
     assert SECRET not in str(caught.value) and SECRET not in repr(caught.value)
-    assert caplog.records and SECRET not in caplog.text
+    with pytest.raises(BrokerUnavailable):
+        ensure_topics(settings, ["t"])  # the admin client logs its configuration at DEBUG
+    assert "Starting KafkaAdminClient with configuration" in caplog.text
+    assert "'sasl_plain_password': '***'" in caplog.text
+    assert SECRET not in caplog.text

@@ -7,6 +7,7 @@ so an unset CA means kafka-python's default (the system's CAs).
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -32,8 +33,39 @@ class FileTokenProvider(AbstractTokenProvider):  # type: ignore[misc]
         return f"FileTokenProvider({str(self.path)!r})"
 
 
+_SECRET_ARGUMENTS = ("sasl_plain_password", "ssl_password")
+# kafka-python's admin client logs its whole configuration at DEBUG, passwords included.
+_CONFIG_LOGGERS = ("kafka.admin.client",)
+
+
+class RedactKafkaSecrets(logging.Filter):
+    """Replaces password arguments in a logged kafka-python configuration by ``***``."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        # logging keeps a lone dict argument as ``args`` itself (for %(key)s formats).
+        if isinstance(record.args, dict):
+            record.args = _redacted(record.args)  # type: ignore[assignment]
+        elif isinstance(record.args, tuple):
+            record.args = tuple(_redacted(arg) for arg in record.args)
+        return True
+
+
+def _redacted(arg: object) -> object:
+    if isinstance(arg, dict) and any(arg.get(key) for key in _SECRET_ARGUMENTS):
+        return {k: "***" if k in _SECRET_ARGUMENTS and v else v for k, v in arg.items()}
+    return arg
+
+
+def _redact_config_logs() -> None:
+    for name in _CONFIG_LOGGERS:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, RedactKafkaSecrets) for f in logger.filters):
+            logger.addFilter(RedactKafkaSecrets())
+
+
 def security_kwargs(settings: KafkaSettings) -> dict[str, Any]:
     """kafka-python arguments for ``settings.security_protocol`` and its TLS / SASL fields."""
+    _redact_config_logs()
     protocol = settings.security_protocol
     kwargs: dict[str, Any] = {"security_protocol": protocol}
     if protocol in ("SSL", "SASL_SSL"):
