@@ -9,6 +9,7 @@ Wrong passwords, missing client certificates and untrusted CAs must be refused.
 from __future__ import annotations
 
 import logging
+import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,8 +21,10 @@ from pocketvl.adapters.redis_store import RedisDoneStore, RedisResultCache, conn
 from pocketvl.adapters.triton_client import TritonInference
 from pocketvl.devstack.processes import free_ports, stop_pid, wait_until
 from pocketvl.devstack.stack import redis_binary, triton_environment, triton_home
-from pocketvl.errors import CacheUnavailable
-from pocketvl.settings import RedisSettings, TritonSettings
+from pocketvl.errors import CacheUnavailable, UnsafeSettings
+from pocketvl.safe_defaults import production_problems
+from pocketvl.service import refuse_unsafe_start
+from pocketvl.settings import RedisSettings, Route, RoutingSettings, Settings, TritonSettings
 from pocketvl.worker.ports import CachedResult, GenerationResult
 from tests.conftest import REPO
 from tests.support.certificates import Certificates, make_certificates
@@ -133,11 +136,11 @@ def tls_triton(certs: Certificates, tmp_path_factory: pytest.TempPathFactory) ->
     grpc, http, metrics = free_ports(3)
     home = triton_home()
     argv = [str(home / "bin" / "tritonserver")]
-    argv += [f"--model-repository={REPO / 'bench' / 'model_repository'}"]
+    argv += [f"--model-repository={_echo_repository(work / 'repository')}"]
     argv += [f"--backend-directory={home / 'backends'}", "--exit-timeout-secs=3"]
     argv += [f"--grpc-port={grpc}", f"--http-port={http}", f"--metrics-port={metrics}"]
     argv += [f"--{k}-address=127.0.0.1" for k in ("grpc", "http", "metrics")]
-    argv += ["--model-control-mode=explicit", "--load-model=echo"]
+    argv += ["--model-control-mode=explicit", "--load-model=echo", "--load-model=dummy_echo"]
     argv += ["--grpc-use-ssl-mutual=true", f"--grpc-root-cert={certs.ca}"]
     argv += [f"--grpc-server-cert={certs.server_cert}", f"--grpc-server-key={certs.server_key}"]
     log = work / "triton.log"
@@ -151,6 +154,17 @@ def tls_triton(certs: Certificates, tmp_path_factory: pytest.TempPathFactory) ->
         inference.close()
         stop_pid(proc.pid, "tritonserver")
         proc.wait()
+
+
+def _echo_repository(directory: Path) -> Path:
+    """The echo stand-in, and a copy whose config says it serves random weights."""
+    echo = REPO / "bench" / "model_repository" / "echo"
+    shutil.copytree(echo, directory / "echo")
+    config = (echo / "config.pbtxt").read_text().replace('name: "echo"', 'name: "dummy_echo"')
+    dummy = 'parameters: { key: "dummy_weights" value: { string_value: "1b" } }\n'
+    shutil.copytree(echo, directory / "dummy_echo")
+    (directory / "dummy_echo" / "config.pbtxt").write_text(config + dummy)
+    return directory
 
 
 def _triton_settings(certs: Certificates, url: str, **changes: object) -> TritonSettings:
@@ -196,3 +210,22 @@ def test_triton_refuses_clients_that_do_not_complete_tls(
         assert inference.parameters("echo") is None
     finally:
         inference.close()
+
+
+def test_a_production_start_refuses_a_model_triton_says_serves_random_weights(
+    tls_triton: str, certs: Certificates
+) -> None:
+    def production(model: str) -> Settings:
+        route = Route(triton_model=model, checkpoint="Mini-InternVL2-1B-DA-RS")
+        return Settings(
+            routing=RoutingSettings(routes={"remote_sensing/classify": route}),
+            triton=_triton_settings(certs, tls_triton),
+        )
+
+    assert production_problems(production("dummy_echo")) == []  # the settings look fine...
+    with pytest.raises(UnsafeSettings) as caught:
+        refuse_unsafe_start(production("dummy_echo"))  # ...but Triton says otherwise
+    assert "dummy_echo serves random weights (config parameter dummy_weights='1b')" in str(
+        caught.value
+    )
+    refuse_unsafe_start(production("echo"))  # a model without dummy weights starts
