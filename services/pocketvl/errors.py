@@ -15,6 +15,7 @@
     │   └── InternalError            a bug met on one record: internal_error (any stage)
     ├── RecordRefused                the broker refused one outgoing record (too large, invalid)
     ├── BrokerUnavailable            no Kafka broker answered at the configured address
+    ├── UnsafeSettings               a production start refused: the message lists what to change
     └── StackError                   the local stack could not start or stop
 
 Foreign exceptions (pydantic, tritonclient, redis, kafka) are translated where they are
@@ -193,6 +194,11 @@ class CacheUnavailable(PocketvlError):
 
 class BrokerUnavailable(PocketvlError):
     """No Kafka broker could be reached; the message names the address tried."""
+
+
+class UnsafeSettings(PocketvlError):
+    """Settings that must not run in production (``pocketvl.safe_defaults``): the message
+    has one line per problem, each naming the setting to change."""
 
 
 class StackError(PocketvlError):

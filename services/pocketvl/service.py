@@ -3,6 +3,7 @@ plugged into the worker's ports, from settings. The one place that knows both si
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
 
@@ -16,6 +17,8 @@ from pocketvl.adapters.kafka_broker import KafkaRecordSink, KafkaRecordSource, e
 from pocketvl.adapters.ops_http import OpsServer
 from pocketvl.adapters.redis_store import RedisDoneStore, RedisResultCache, connect
 from pocketvl.adapters.triton_client import TritonInference
+from pocketvl.errors import UnsafeSettings
+from pocketvl.safe_defaults import DEV_HINT, production_problems, served_model_problems
 from pocketvl.settings import Settings
 from pocketvl.telemetry import (
     WorkerMetrics,
@@ -32,6 +35,30 @@ from pocketvl.worker.loop import Worker
 from pocketvl.worker.memory import MemoryBudget
 from pocketvl.worker.pipeline import Pipeline
 from pocketvl.worker.ports import ResultCache
+
+log = logging.getLogger(__name__)
+
+
+def refuse_unsafe_start(settings: Settings) -> None:
+    """Raise ``UnsafeSettings`` if ``settings`` must not run in production: the settings
+    themselves, then what Triton says each routed model serves (dummy or tiny weights).
+    A model Triton cannot describe yet (down, still loading) is logged, not refused."""
+    if settings.mode == "dev":
+        return
+    problems = production_problems(settings)
+    inference = TritonInference(settings.triton)
+    try:
+        for model in sorted({route.triton_model for route in settings.routing.routes.values()}):
+            parameters = inference.parameters(model)
+            if parameters is None:
+                log.warning("Triton did not describe %s: its weights were not checked", model)
+            else:
+                problems += served_model_problems(model, parameters)
+    finally:
+        inference.close()
+    if problems:
+        lines = "\n".join(f"  - {problem}" for problem in problems)
+        raise UnsafeSettings(f"refusing to start in production mode:\n{lines}\n({DEV_HINT})")
 
 
 def build_pipeline(

@@ -8,73 +8,34 @@ Routes are a JSON object: ``POCKETVL_ROUTING__ROUTES='{"driving/drivelm": {...}}
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from pocketvl.domains.registry import REGISTRY
+from pocketvl.transport_settings import KafkaSettings, RedisSettings, Section, TritonSettings
 
-TOPIC_PREFIX_PATTERN = re.compile(r"^[A-Za-z0-9._-]+$")
+__all__ = [
+    "TINY_CHECKPOINT",
+    "TINY_MODEL",
+    "ImageStoreSettings",
+    "KafkaSettings",
+    "LimitSettings",
+    "OpsSettings",
+    "RedisSettings",
+    "Route",
+    "RoutingSettings",
+    "Section",
+    "Settings",
+    "TritonSettings",
+    "WorkerSettings",
+    "as_environment",
+]
 TINY_MODEL = "internvl2_tiny_qwen2"
 TINY_CHECKPOINT = "tiny-internvl2-qwen2"
-
-
-class Section(BaseModel):
-    """A settings section: a misspelt field is an error, and no number may be NaN or inf."""
-
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
-
-
-class KafkaSettings(Section):
-    bootstrap_servers: str = "127.0.0.1:9092"
-    topic_prefix: str = "pocketvl"
-    group_id: str = "pocketvl-worker"
-    # Static membership: a stable id per replica, so a restart within the session timeout
-    # keeps its partitions instead of rebalancing the whole group. None: a dynamic member.
-    group_instance_id: str | None = Field(default=None, min_length=1, max_length=249)
-    client_id: str = "pocketvl"
-    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
-    bootstrap_timeout_ms: int = Field(default=10_000, ge=100)
-    # The loop polls continuously whatever inference takes, so the poll interval only
-    # bounds a stuck loop; a short session timeout moves a dead worker's partitions quickly.
-    max_poll_records: int = Field(default=4, ge=1)
-    max_poll_interval_ms: int = Field(default=900_000, ge=1_000)
-    session_timeout_ms: int = Field(default=10_000, ge=1_000)
-    heartbeat_interval_ms: int = Field(default=1_000, ge=100)
-    max_message_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
-
-    @field_validator("topic_prefix")
-    @classmethod
-    def _valid_prefix(cls, value: str) -> str:
-        if not TOPIC_PREFIX_PATTERN.match(value):
-            raise ValueError("topic_prefix may only contain letters, digits, '.', '_' and '-'")
-        return value
-
-
-class RedisSettings(Section):
-    url: str = "redis://127.0.0.1:6379/0"
-    ttl_seconds: int = Field(default=7 * 24 * 3600, ge=1)
-    socket_timeout_s: float = Field(default=2.0, gt=0)
-    key_prefix: str = "pocketvl"
-
-
-class TritonSettings(Section):
-    url: str = "127.0.0.1:8001"
-    timeout_s: float = Field(default=60.0, gt=0)
-    # Triton down, overloaded or not ready is retried with jittered backoff for as long as
-    # the outage lasts, up to outage_budget_s (and max_attempts tries, when set); only then
-    # is a valid request dead-lettered (model_unavailable).
-    max_attempts: int | None = Field(default=None, ge=1)
-    outage_budget_s: float = Field(default=900.0, gt=0)
-    backoff_initial_s: float = Field(default=0.2, ge=0)
-    backoff_max_s: float = Field(default=5.0, ge=0)
-    # One image at the default pixel cap (40 MP RGB) is at most ~121 MB as PNG, even when
-    # it does not compress at all: it must fit in one call.
-    max_grpc_message_bytes: int = Field(default=160 * 1024 * 1024, ge=4 * 1024 * 1024)
 
 
 class Route(Section):
@@ -223,6 +184,10 @@ class Settings(BaseSettings):
         env_prefix="POCKETVL_", env_nested_delimiter="__", extra="forbid"
     )
 
+    # "production" refuses unsafe settings at start-up (pocketvl.safe_defaults): routes to
+    # random-weight models, plaintext links off the loopback, incomplete credentials.
+    # "dev" allows them: tests, the demo and `pocketvl worker --stack`.
+    mode: Literal["production", "dev"] = "production"
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     redis: RedisSettings = Field(default_factory=RedisSettings)
     triton: TritonSettings = Field(default_factory=TritonSettings)
@@ -255,7 +220,9 @@ def as_environment(settings: Settings) -> dict[str, str]:
         section = getattr(settings, name)
         if isinstance(section, Section):
             for field_name, field_value in value.items():
-                out[f"POCKETVL_{name.upper()}__{field_name.upper()}"] = _env_text(field_value)
+                secret = getattr(section, field_name)  # dumped as "**********"
+                text = secret.get_secret_value() if isinstance(secret, SecretStr) else field_value
+                out[f"POCKETVL_{name.upper()}__{field_name.upper()}"] = _env_text(text)
         else:
             out[f"POCKETVL_{name.upper()}"] = _env_text(value)
     return out

@@ -25,6 +25,7 @@ def stack_settings(state: StackState, prefix_letter: str = "t", **sections: Any)
     redis = {"url": state.redis_url, "key_prefix": prefix, **sections.pop("redis", {})}
     triton = {"url": state.triton_url, "backoff_initial_s": 0.05, **sections.pop("triton", {})}
     result = Settings(
+        mode="dev",  # the tiny models over plain loopback links
         kafka=KafkaSettings(
             bootstrap_servers=state.kafka_bootstrap,
             topic_prefix=prefix,

@@ -29,6 +29,7 @@ from kafka.errors import (
 )
 from kafka.structs import OffsetAndMetadata
 
+from pocketvl.adapters.kafka_security import security_kwargs
 from pocketvl.errors import BrokerUnavailable, RecordRefused
 from pocketvl.settings import KafkaSettings
 from pocketvl.worker.envelope import InboundRecord, OutboundRecord
@@ -61,8 +62,8 @@ def _common(settings: KafkaSettings) -> dict[str, Any]:
     return {
         "bootstrap_servers": settings.bootstrap_servers.split(","),
         "client_id": settings.client_id,
-        "security_protocol": settings.security_protocol,
         "bootstrap_timeout_ms": settings.bootstrap_timeout_ms,
+        **security_kwargs(settings),
     }
 
 

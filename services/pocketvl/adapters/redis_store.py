@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import asdict
+from typing import Any
+from urllib.parse import urlsplit
 
 import redis
 
@@ -21,11 +23,29 @@ from pocketvl.worker.ports import CachedResult, GenerationResult
 log = logging.getLogger(__name__)
 
 
-def connect(settings: RedisSettings) -> redis.Redis:
+def connection_kwargs(settings: RedisSettings) -> dict[str, Any]:
+    """redis-py arguments for the ACL user and, with ``rediss://``, TLS (the plain
+    connection class takes no ``ssl_*`` argument, so they are given only for TLS)."""
     timeout = settings.socket_timeout_s
-    return redis.Redis.from_url(
-        settings.url, socket_timeout=timeout, socket_connect_timeout=timeout
-    )
+    kwargs: dict[str, Any] = {"socket_timeout": timeout, "socket_connect_timeout": timeout}
+    if settings.username is not None:
+        kwargs["username"] = settings.username
+    if settings.password is not None:
+        kwargs["password"] = settings.password.get_secret_value()
+    if urlsplit(settings.url).scheme == "rediss":
+        kwargs["ssl_check_hostname"] = settings.ssl_check_hostname
+        for argument, path in (
+            ("ssl_ca_certs", settings.ssl_ca_file),
+            ("ssl_certfile", settings.ssl_certfile),
+            ("ssl_keyfile", settings.ssl_keyfile),
+        ):
+            if path is not None:
+                kwargs[argument] = str(path)
+    return kwargs
+
+
+def connect(settings: RedisSettings) -> redis.Redis:
+    return redis.Redis.from_url(settings.url, **connection_kwargs(settings))
 
 
 class RedisResultCache:

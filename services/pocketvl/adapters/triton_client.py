@@ -51,11 +51,27 @@ def _int_input(spec: tc.TensorSpec, value: int) -> Any:
     return tensor
 
 
+def tls_kwargs(settings: TritonSettings) -> dict[str, Any]:
+    """tritonclient.grpc arguments for gRPC over TLS (file paths: the client reads them)."""
+    if not settings.ssl:
+        return {}
+    kwargs: dict[str, Any] = {"ssl": True}
+    for argument, path in (
+        ("root_certificates", settings.ssl_root_cert),
+        ("private_key", settings.ssl_keyfile),
+        ("certificate_chain", settings.ssl_certfile),
+    ):
+        if path is not None:
+            kwargs[argument] = str(path)
+    return kwargs
+
+
 class TritonInference:
     def __init__(self, settings: TritonSettings) -> None:
         size = settings.max_grpc_message_bytes
         self.client = grpcclient.InferenceServerClient(
             settings.url,
+            **tls_kwargs(settings),
             channel_args=[
                 ("grpc.max_send_message_length", size),
                 ("grpc.max_receive_message_length", size),
@@ -94,6 +110,16 @@ class TritonInference:
         batch = int(config.get("max_batch_size", 0)) or 1
         instances = sum(int(g.get("count", 1)) for g in config.get("instance_group", [])) or 1
         return batch * instances
+
+    def parameters(self, model: str) -> dict[str, str] | None:
+        """The string parameters of ``model``'s config (checkpoint, dummy_weights, ...), or
+        None when Triton cannot say (down, model unknown)."""
+        try:
+            reply = self.client.get_model_config(model, as_json=True, client_timeout=5.0)
+        except InferenceServerException:
+            return None
+        params = reply.get("config", {}).get("parameters", {})
+        return {str(k): str(v.get("string_value", "")) for k, v in params.items()}
 
     def generate(
         self, model: str, images: list[bytes], question: str, max_new_tokens: int, max_tiles: int

@@ -119,6 +119,7 @@ def _show_parsers(settings: Settings, examples: list[dict[str, Any]]) -> None:
 
 def _settings_for(state: StackState) -> Settings:
     return Settings(
+        mode="dev",  # the tiny random-weight models over plain loopback links
         kafka=KafkaSettings(bootstrap_servers=state.kafka_bootstrap, session_timeout_ms=6000),
         redis=RedisSettings(url=state.redis_url),
         triton=TritonSettings(url=state.triton_url),

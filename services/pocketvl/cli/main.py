@@ -34,7 +34,9 @@ def _settings(use_stack: bool) -> Any:
     try:
         return Settings()
     except ValidationError as exc:
-        raise PocketvlError(f"invalid settings (POCKETVL_* environment):\n{exc}") from exc
+        # Messages only: pydantic's own text quotes the input, which may hold a secret.
+        problems = describe_errors(exc, shown=10).replace("; ", "\n  ")
+        raise PocketvlError(f"invalid settings (POCKETVL_* environment):\n  {problems}") from None
 
 
 def cmd_stack(args: argparse.Namespace) -> int:
@@ -91,14 +93,18 @@ def cmd_stack(args: argparse.Namespace) -> int:
 def cmd_worker(args: argparse.Namespace) -> int:
     from opentelemetry import trace
 
-    from pocketvl.service import build_observed_worker
+    from pocketvl.service import build_observed_worker, refuse_unsafe_start
     from pocketvl.telemetry import otlp_tracer_provider
 
+    settings = _settings(args.stack)
+    if args.stack:  # the local stack serves the tiny models over plain loopback links
+        settings = settings.model_copy(update={"mode": "dev"})
+    refuse_unsafe_start(settings)
     spans = otlp_tracer_provider()  # None unless OTEL_EXPORTER_OTLP_* says where to send them
     if spans is not None:
         trace.set_tracer_provider(spans)
     tracer = spans.get_tracer("pocketvl.worker") if spans is not None else None
-    worker, ops = build_observed_worker(_settings(args.stack), tracer)
+    worker, ops = build_observed_worker(settings, tracer)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())

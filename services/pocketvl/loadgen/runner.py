@@ -49,6 +49,7 @@ def bench_settings(stack: LocalStack, scenario: Scenario) -> Settings:
         triton_model=scenario.model, checkpoint=f"stand-in-{scenario.model}", max_new_tokens=16
     )
     return Settings(
+        mode="dev",  # stand-in models over plain loopback links
         kafka=KafkaSettings(
             bootstrap_servers=state.kafka_bootstrap,
             topic_prefix=prefix,
