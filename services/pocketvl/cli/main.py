@@ -98,9 +98,15 @@ def cmd_worker(args: argparse.Namespace) -> int:
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
+    routes = worker.pipeline.routes
+    if routes is not None:  # routing.routes_file: read again on SIGHUP and when it changes
+        signal.signal(signal.SIGHUP, lambda *_: routes.request_reload())
+        routes.watch()
     try:
         stats = worker.run(stop, max_records=args.max_records, idle_timeout_s=args.idle_timeout)
     finally:
+        if routes is not None:
+            routes.close()
         worker.close()
         if ops is not None:
             ops.close()
