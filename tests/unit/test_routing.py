@@ -4,6 +4,7 @@ loaded (and the cache key of the model that served), versions that follow Triton
 from __future__ import annotations
 
 import json
+import socket
 from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
@@ -12,6 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from pocketvl.cli.main import main
 from pocketvl.errors import InferenceError, InferenceUnavailable
 from pocketvl.settings import Canary, Route, RouteTarget
 from pocketvl.worker.pipeline import Pipeline
@@ -261,3 +263,22 @@ def test_a_route_is_chosen_by_the_records_key() -> None:
 def test_resolve_route_reads_any_mapping() -> None:
     routes = {"medical/vqa": Route(triton_model="m", checkpoint="c")}
     assert resolve_route(routes, "medical", "vqa", None)[0] == "medical/vqa"
+
+
+def test_models_routes_says_when_triton_cannot_be_asked(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        url = f"127.0.0.1:{probe.getsockname()[1]}"
+    routes = {KEY: canary_route(5, fallback=True).model_dump()}
+    monkeypatch.setenv("POCKETVL_ROUTING__ROUTES", json.dumps(routes))
+    monkeypatch.setenv("POCKETVL_TRITON__URL", url)
+    assert main(["models", "routes"]) == 0
+    lines = [line for line in capsys.readouterr().out.splitlines() if "ckpt" in line]
+    assert [line.split()[:4] for line in lines] == [
+        [KEY, "primary", "95%", "stable"],
+        ["canary", "5%", "candidate", "candidate-ckpt"],
+        ["fallback", "-", "spare", "spare-ckpt"],
+    ]
+    assert all(line.endswith(f"unknown (Triton unreachable at {url})") for line in lines)

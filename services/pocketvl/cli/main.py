@@ -369,6 +369,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("kafka").setLevel(logging.CRITICAL)  # its retries are noise; we report
+    logging.getLogger("pocketvl.worker.route_book").setLevel(logging.INFO)  # reloads taken
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))
