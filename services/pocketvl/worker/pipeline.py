@@ -43,7 +43,6 @@ from pocketvl.errors import (
     CacheUnavailable,
     DeadLetterError,
     ImageError,
-    InferenceUnavailable,
     InternalError,
 )
 from pocketvl.settings import Route, Settings
@@ -73,7 +72,15 @@ from pocketvl.worker.ports import (
 )
 from pocketvl.worker.retry import RetryPolicy, with_retries
 from pocketvl.worker.route_book import RouteBook, RouteTable
-from pocketvl.worker.routing import Target, resolve_route, route_targets, sticky_key
+from pocketvl.worker.routing import (
+    NOT_LOADED_LOG,
+    NotLoaded,
+    Target,
+    passed_on_if_not_loaded,
+    resolve_route,
+    route_targets,
+    sticky_key,
+)
 
 _PROPAGATOR = TraceContextTextMapPropagator()
 GRPC_OVERHEAD_BYTES = 64 * 1024  # tensor headers and metadata around the image bytes
@@ -81,27 +88,6 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 CacheOutcome = Literal["hit", "miss", "unavailable"]
-
-
-class _NotLoaded(Exception):
-    """A model that is not loaded, when the route has another to try: not a
-    ``DeadLetterError``, so the retry loop hands it straight back instead of waiting."""
-
-    def __init__(self, cause: InferenceUnavailable) -> None:
-        super().__init__(str(cause))
-        self.cause = cause
-
-
-def _passed_on_if_not_loaded(call: Callable[[], T]) -> Callable[[], T]:
-    def guarded() -> T:
-        try:
-            return call()
-        except InferenceUnavailable as exc:
-            if exc.reason == "model_not_loaded":
-                raise _NotLoaded(exc) from exc
-            raise
-
-    return guarded
 
 
 @dataclass(frozen=True)
@@ -354,8 +340,11 @@ class Pipeline:
         for target, after in itertools.pairwise(targets):
             try:
                 return self._generate(request, route, target, images, pass_on=True)
-            except _NotLoaded as exc:
-                log.warning("%s; serving from the %s %s", exc.cause, after.role, after.triton_model)
+            except NotLoaded as exc:
+                if NOT_LOADED_LOG.due(target.triton_model):  # once a minute, not per record
+                    log.warning(
+                        "%s; serving from the %s %s", exc.cause, after.role, after.triton_model
+                    )
         return self._generate(request, route, targets[-1], images, pass_on=False)
 
     def _generate(
@@ -380,7 +369,7 @@ class Pipeline:
 
         def triton(call: Callable[[], T]) -> T:
             return self._retrying(
-                self._triton_policy, _passed_on_if_not_loaded(call) if pass_on else call
+                self._triton_policy, passed_on_if_not_loaded(call) if pass_on else call
             )
 
         def key_for(version: str) -> str:

@@ -9,13 +9,15 @@ worker replicas, and raising the canary's share only moves more keys onto it.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Mapping
+import time
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, TypeVar
 
-from pocketvl.errors import RouteError
+from pocketvl.errors import InferenceUnavailable, RouteError
 from pocketvl.settings import Route
 
+T = TypeVar("T")
 Role = Literal["primary", "canary", "fallback"]
 BUCKETS = 10_000  # a canary's share is a whole number of these (percent in steps of 0.01)
 
@@ -91,3 +93,41 @@ def all_models(route: Route) -> list[tuple[Role, str, str]]:
     if route.fallback is not None:
         named.append(("fallback", route.fallback.triton_model, route.fallback.checkpoint))
     return named
+
+
+class NotLoaded(Exception):
+    """A model that is not loaded, when the route has another to try: not a
+    ``DeadLetterError``, so the retry loop hands it straight back instead of waiting."""
+
+    def __init__(self, cause: InferenceUnavailable) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
+
+
+def passed_on_if_not_loaded(call: Callable[[], T]) -> Callable[[], T]:
+    def guarded() -> T:
+        try:
+            return call()
+        except InferenceUnavailable as exc:
+            if exc.reason == "model_not_loaded":
+                raise NotLoaded(exc) from exc
+            raise
+
+    return guarded
+
+
+class EveryMinute:
+    """Whether a message about ``subject`` is due: at most once a minute per subject."""
+
+    def __init__(self) -> None:
+        self._last: dict[str, float] = {}
+
+    def due(self, subject: str) -> bool:
+        now = time.monotonic()
+        if now - self._last.get(subject, -60.0) < 60.0:
+            return False
+        self._last[subject] = now
+        return True
+
+
+NOT_LOADED_LOG = EveryMinute()
