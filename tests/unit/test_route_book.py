@@ -104,6 +104,22 @@ def test_a_change_is_seen_by_content_not_only_by_mtime(tmp_path: Path) -> None:
     assert not book.changed()
 
 
+def test_a_configmap_update_is_seen(tmp_path: Path) -> None:
+    """Kubernetes mounts routes.json -> ..data/routes.json and swaps the ..data symlink."""
+    for version, model in (("v1", "a"), ("v2", "b")):
+        (tmp_path / version).mkdir()
+        (tmp_path / version / "routes.json").write_text(json.dumps(routes_to(model)))
+    (tmp_path / "..data").symlink_to("v1")
+    path = tmp_path / "routes.json"
+    path.symlink_to("..data/routes.json")
+    book = RouteBook(RoutingSettings(routes_file=path))
+    assert not book.changed()
+    (tmp_path / "..data_tmp").symlink_to("v2")
+    os.replace(tmp_path / "..data_tmp", tmp_path / "..data")
+    assert book.changed() and book.reload()
+    assert model_of(book.current) == "b"
+
+
 def test_the_watcher_reloads_a_changed_file_and_on_request(tmp_path: Path) -> None:
     path = tmp_path / "routes.json"
     seen: list[str] = []
