@@ -35,6 +35,7 @@ from pocketvl.worker.loop import Worker
 from pocketvl.worker.memory import MemoryBudget
 from pocketvl.worker.pipeline import Pipeline
 from pocketvl.worker.ports import ResultCache
+from pocketvl.worker.route_book import RouteBook
 
 log = logging.getLogger(__name__)
 
@@ -71,13 +72,14 @@ def build_pipeline(
     return Pipeline(
         settings=settings,
         images=ImageFetcher(settings.limits, image_stores(settings.image_store)),
-        inference=TritonInference(settings.triton),
+        inference=TritonInference(settings.triton, settings.routing.version_ttl_s),
         cache=cache,
         # Duplicate suppression does not depend on the result cache being on.
         done=RedisDoneStore(redis, settings.redis.ttl_seconds, settings.redis.key_prefix),
         tracer=tracer or trace.get_tracer("pocketvl.worker"),
         metrics=WorkerMetrics.create(meter),
         memory=MemoryBudget(settings.worker.decode_memory_mib * 2**20),
+        routes=RouteBook(settings.routing),
     )
 
 
@@ -121,9 +123,8 @@ def build_observed_worker(
     worker = build_worker(settings, tracer, meter)
     observe_worker(meter, worker)
     ops = settings.ops
-    models = [route.triton_model for route in settings.routing.routes.values()]
     probe = ReadinessProbe(
-        models,
+        lambda: worker.pipeline.route_table.models,  # follows a routes reload
         worker.pipeline.inference.ready,
         worker.pipeline.done.reachable,
         ops.probe_interval_s,

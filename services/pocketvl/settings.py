@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from pocketvl.domains.registry import REGISTRY
@@ -38,13 +38,37 @@ TINY_MODEL = "internvl2_tiny_qwen2"
 TINY_CHECKPOINT = "tiny-internvl2-qwen2"
 
 
-class Route(Section):
-    """Where one (domain, task[, size]) goes: a Triton model and the checkpoint it serves."""
+class RouteTarget(Section):
+    """A Triton model and the checkpoint it serves."""
 
-    triton_model: str
-    checkpoint: str
+    triton_model: str = Field(min_length=1)
+    checkpoint: str = Field(min_length=1)
+
+
+class Canary(RouteTarget):
+    """A second model that gets ``percent`` of a route's traffic, sticky by message key."""
+
+    percent: float = Field(ge=0, le=100, description="share of keys, in steps of 0.01")
+
+
+class Route(Section):
+    """Where one (domain, task[, size]) goes: a Triton model and the checkpoint it serves,
+    optionally a canary taking a sticky share of it, and a fallback for when the model
+    (or the canary's and the primary's) is not loaded in Triton."""
+
+    triton_model: str = Field(min_length=1)
+    checkpoint: str = Field(min_length=1)
     max_tiles: int = Field(default=12, ge=1, le=40)
     max_new_tokens: int = Field(default=64, ge=1, le=4096)
+    canary: Canary | None = None
+    fallback: RouteTarget | None = None
+
+    @model_validator(mode="after")
+    def _distinct_models(self) -> Route:
+        for name, other in (("canary", self.canary), ("fallback", self.fallback)):
+            if other is not None and other.triton_model == self.triton_model:
+                raise ValueError(f"the {name} must be another Triton model than the route's")
+        return self
 
 
 def _tiny_routes() -> dict[str, Route]:
@@ -56,6 +80,13 @@ class RoutingSettings(Section):
     """Route keys are ``domain/task`` or ``domain/task/size`` (size: 1b, 2b, 4b)."""
 
     routes: dict[str, Route] = Field(default_factory=_tiny_routes)
+    # A JSON object shaped like ``routes``; when set it replaces them, and a running worker
+    # reads it again on SIGHUP and when it changes (looked at every watch_interval_s).
+    routes_file: Path | None = None
+    watch_interval_s: float = Field(default=2.0, gt=0)
+    # A model's version is asked of Triton again after this long (an answer that reports a
+    # newer version updates it at once): cache keys follow a model Triton reloaded.
+    version_ttl_s: float = Field(default=30.0, gt=0)
 
     @field_validator("routes")
     @classmethod
@@ -64,6 +95,47 @@ class RoutingSettings(Section):
         if problems:
             raise ValueError("; ".join(problems))
         return routes
+
+    @model_validator(mode="after")
+    def _routes_from_file(self) -> RoutingSettings:
+        if self.routes_file is not None:
+            self.routes = read_routes_file(self.routes_file)
+        return self
+
+
+def routes_from_json(text: str | bytes) -> dict[str, Route]:
+    """The routes a routes file holds, checked as ``routing.routes`` is; ``ValueError``
+    saying what is wrong otherwise (nothing half-read is ever returned)."""
+    try:
+        data = json.loads(text)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ValueError(f"not JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise ValueError("must be a JSON object of route key -> route")
+    try:
+        return RoutingSettings.model_validate({"routes": data}).routes
+    except ValidationError as exc:
+        raise ValueError(_first_errors(exc)) from None
+
+
+def read_routes_file(path: Path) -> dict[str, Route]:
+    try:
+        text = path.read_bytes()
+    except OSError as exc:
+        raise ValueError(f"routing.routes_file {path}: {exc.strerror or exc}") from None
+    try:
+        return routes_from_json(text)
+    except ValueError as exc:
+        raise ValueError(f"routing.routes_file {path}: {exc}") from None
+
+
+def _first_errors(exc: ValidationError, limit: int = 3) -> str:
+    parts = []
+    for error in exc.errors()[:limit]:
+        where = ".".join(str(p) for p in error["loc"][1:]) or "routes"
+        parts.append(f"{where}: {error['msg']}")
+    more = exc.error_count() - limit
+    return "; ".join(parts) + (f" (and {more} more)" if more > 0 else "")
 
 
 class LimitSettings(Section):

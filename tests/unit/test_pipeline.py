@@ -40,6 +40,7 @@ def test_answer_then_cache_hit_for_the_same_content() -> None:
         "checkpoint": "tiny-internvl2-qwen2",
         "triton_model": "internvl2_tiny_qwen2",
         "version": "1",
+        "served_by": "primary",
     }
     assert ("x-tenant", b"acme") in first.headers
     assert dict(first.headers)["ce_type"] == b"pocketvl.medical.answer.v1"

@@ -11,6 +11,7 @@ from pocketvl.errors import BrokerUnavailable
 from pocketvl.worker.envelope import InboundRecord, OutboundRecord
 from pocketvl.worker.loop import Worker
 from pocketvl.worker.ports import Partition
+from pocketvl.worker.route_book import RouteTable
 from tests.support.examples import example
 from tests.support.fakes import (
     InMemoryDoneStore,
@@ -65,11 +66,14 @@ def test_a_bug_in_any_stage_is_dead_lettered_and_the_next_records_are_answered()
     real_process = pipeline.process
 
     def process(
-        inbound: InboundRecord, parsed: object = None, seen: bool | None = None
+        inbound: InboundRecord,
+        parsed: object = None,
+        seen: bool | None = None,
+        table: RouteTable | None = None,
     ) -> OutboundRecord | None:
         if inbound.offset == 3:  # the pipeline itself fails: the loop's own guard
             raise MemoryError("out of memory while building the DLQ record")
-        return real_process(inbound, parsed, seen)
+        return real_process(inbound, parsed, seen, table)
 
     pipeline.process = process  # type: ignore[method-assign,assignment]
     values = [valid("bug-at-cache"), valid("bug-at-done-check"), b"{oops", valid("x")]

@@ -8,6 +8,8 @@ trace context as ``traceparent`` gRPC metadata.
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -67,7 +69,17 @@ def tls_kwargs(settings: TritonSettings) -> dict[str, Any]:
 
 
 class TritonInference:
-    def __init__(self, settings: TritonSettings) -> None:
+    """``version_ttl_s``: how long a model's version is taken as known. Triton can load a
+    new version at any time (explicit load, repository polling); the version an answer
+    reports replaces the remembered one at once, and the TTL bounds how long cache hits
+    (which ask Triton nothing) can go on naming the old one."""
+
+    def __init__(
+        self,
+        settings: TritonSettings,
+        version_ttl_s: float = 30.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         size = settings.max_grpc_message_bytes
         self.client = grpcclient.InferenceServerClient(
             settings.url,
@@ -82,18 +94,32 @@ class TritonInference:
                 ("grpc.max_reconnect_backoff_ms", max(100, int(settings.backoff_max_s * 1000))),
             ],
         )
+        self.url = settings.url
         self.timeout_s = settings.timeout_s
-        self._versions: dict[str, str] = {}
+        self.version_ttl_s = version_ttl_s
+        self.clock = clock
+        self._versions: dict[str, tuple[str, float]] = {}  # model -> (version, when learnt)
 
     def model_version(self, model: str) -> str:
-        """The newest ready version of ``model`` (looked up once, then remembered)."""
-        if model not in self._versions:
-            try:
-                meta = self.client.get_model_metadata(model, client_timeout=self.timeout_s)
-            except InferenceServerException as exc:
-                raise _translate(exc, model) from exc
-            self._versions[model] = max(meta.versions, key=int) if meta.versions else "1"
-        return self._versions[model]
+        """The newest ready version of ``model``: remembered for ``version_ttl_s``, and
+        replaced by the version each answer reports."""
+        known = self._versions.get(model)
+        if known is not None and self.clock() - known[1] < self.version_ttl_s:
+            return known[0]
+        try:
+            meta = self.client.get_model_metadata(model, client_timeout=self.timeout_s)
+        except InferenceServerException as exc:
+            raise _translate(exc, model) from exc
+        version = max(meta.versions, key=int) if meta.versions else "1"
+        self._versions[model] = (version, self.clock())
+        return version
+
+    def reachable(self) -> bool:
+        """Whether Triton answers at all (live), whatever its models' state."""
+        try:
+            return bool(self.client.is_server_live(client_timeout=2.0))
+        except InferenceServerException:
+            return False
 
     def ready(self, model: str) -> bool:
         try:
@@ -138,11 +164,14 @@ class TritonInference:
             )
         except InferenceServerException as exc:
             raise _translate(exc, model) from exc
+        version = str(result.get_response().model_version)
+        if version:
+            self._versions[model] = (version, self.clock())
         return GenerationResult(
             text=result.as_numpy(tc.TEXT.name).reshape(-1)[0].decode("utf-8", "replace"),
             prompt_tokens=int(result.as_numpy(tc.PROMPT_TOKENS.name).reshape(-1)[0]),
             generated_tokens=int(result.as_numpy(tc.GENERATED_TOKENS.name).reshape(-1)[0]),
-            model_version=str(result.get_response().model_version),
+            model_version=version,
         )
 
     def inference_count(self, model: str) -> int:

@@ -108,9 +108,15 @@ def cmd_worker(args: argparse.Namespace) -> int:
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
+    routes = worker.pipeline.routes
+    if routes is not None:  # routing.routes_file: read again on SIGHUP and when it changes
+        signal.signal(signal.SIGHUP, lambda *_: routes.request_reload())
+        routes.watch()
     try:
         stats = worker.run(stop, max_records=args.max_records, idle_timeout_s=args.idle_timeout)
     finally:
+        if routes is not None:
+            routes.close()
         worker.close()
         if ops is not None:
             ops.close()
@@ -379,6 +385,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("kafka").setLevel(logging.CRITICAL)  # its retries are noise; we report
+    logging.getLogger("pocketvl.worker.route_book").setLevel(logging.INFO)  # reloads taken
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))

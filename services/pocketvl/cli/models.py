@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import argparse
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 from pocketvl.cli.extras import require_extra
 from pocketvl.devstack import paths
 from pocketvl.errors import PocketvlError
+from pocketvl.settings import Route
 
 
 def cmd_models(args: argparse.Namespace) -> int:
@@ -25,9 +26,11 @@ def cmd_models(args: argparse.Namespace) -> int:
                 f"{e.max_tiles:5}  {e.triton_model}"
             )
         return 0
-    if args.action == "routes":
+    if args.action == "routes" and args.size is not None:
         print(json.dumps(catalog.routes_for(args.size), indent=2))
         return 0
+    if args.action == "routes":
+        return _cmd_routes()
     if args.action == "repository":
         return _cmd_repository(args)
     if args.action in ("verify", "fetch") and not args.target:
@@ -55,6 +58,61 @@ def cmd_models(args: argparse.Namespace) -> int:
         return 0
     print(f"tiny checkpoints in {paths.ensure_tiny_checkpoints()}")
     return 0
+
+
+def _cmd_routes() -> int:
+    """The routes in use (``POCKETVL_ROUTING__*``), each model with its readiness in Triton."""
+    from pydantic import ValidationError
+
+    from pocketvl.adapters.triton_client import TritonInference
+    from pocketvl.settings import Settings
+
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        raise PocketvlError(f"invalid settings (POCKETVL_* environment):\n{exc}") from exc
+    source = settings.routing.routes_file or "POCKETVL_ROUTING__ROUTES (or the defaults)"
+    triton = TritonInference(settings.triton)
+    try:
+        reachable = triton.reachable()
+        print(f"routes from {source}; Triton at {settings.triton.url}")
+        for line in route_lines(
+            settings.routing.routes,
+            lambda model: triton.ready(model) if reachable else None,
+            settings.triton.url,
+        ):
+            print(line)
+    finally:
+        triton.close()
+    return 0
+
+
+def route_lines(
+    routes: Mapping[str, Route], ready: Callable[[str], bool | None], triton_url: str
+) -> list[str]:
+    """One line per model a route names (its own, its canary, its fallback), with the
+    share of keys it gets first and whether Triton has it ready (None: not reachable)."""
+    from pocketvl.worker.routing import all_models
+
+    lines = ["{:36} {:9} {:>7}  {:32} {:32} {}".format(*_ROUTE_COLUMNS)]
+    for key in sorted(routes):
+        route = routes[key]
+        canary = route.canary.percent if route.canary is not None else 0.0
+        shares = {"primary": f"{100 - canary:g}%", "canary": f"{canary:g}%", "fallback": "-"}
+        for role, model, checkpoint in all_models(route):
+            state = ready(model)
+            said = (
+                f"unknown (Triton unreachable at {triton_url})"
+                if state is None
+                else ("ready" if state else "NOT READY")
+            )
+            shown = key if role == "primary" else ""
+            share = shares[role]
+            lines.append(f"{shown:36} {role:9} {share:>7}  {model:32} {checkpoint:32} {said}")
+    return lines
+
+
+_ROUTE_COLUMNS = ("route", "role", "share", "Triton model", "checkpoint", "readiness")
 
 
 def _cmd_repository(args: argparse.Namespace) -> int:
@@ -91,7 +149,10 @@ def add_models_parser(sub: Any, handler: Callable[[argparse.Namespace], int]) ->
     )
     models.add_argument("--revision", help="fetch: branch, tag or commit")
     models.add_argument(
-        "--size", choices=["1b", "2b", "4b"], default="1b", help="routes: default size"
+        "--size",
+        choices=["1b", "2b", "4b"],
+        help="routes: print the catalog's routing table for this size (JSON) instead of "
+        "the routes in use and their models' readiness",
     )
     models.add_argument("--out", default="model_repository", help="repository: output directory")
     models.add_argument("--kind", choices=["cpu", "gpu"], default="cpu")

@@ -104,9 +104,18 @@ def answer_model(registry: Registry) -> type[AnswerBase]:
 
 
 class ModelIdentity(Strict):
+    """The model that answered (the one that actually served it, after canary choice and
+    fallback), and the version Triton reported for the answer."""
+
     checkpoint: str
     triton_model: str
     version: str
+    served_by: Literal["primary", "canary", "fallback"] = Field(
+        default="primary",
+        description="primary: the route's own model; canary: the route's canary (a sticky "
+        "share of keys); fallback: the route's fallback, because the model picked first "
+        "was not loaded in Triton",
+    )
 
 
 class TokenCounts(Strict):

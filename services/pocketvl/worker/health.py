@@ -3,9 +3,10 @@
 - Live: the poll loop has come round within ``ops.live_stall_s``. A worker that is waiting
   out a Triton outage is live (its loop keeps polling); one whose loop is stuck is not, and
   a restart is the cure.
-- Ready: the loop runs, the group gave it partitions, every Triton model its routes name is
-  ready, and Redis answers (or, by ``ops.redis_down="degraded"``, is reported degraded while
-  the worker answers without its cache). Not ready during a Triton outage: the worker holds
+- Ready: the loop runs, the group gave it partitions, every Triton model its routes send
+  records to first (routes' own models and canaries, as reloaded; not fallbacks) is ready,
+  and Redis answers (or, by ``ops.redis_down="degraded"``, is reported degraded while the
+  worker answers without its cache). Not ready during a Triton outage: the worker holds
   its requests back then (retrying, never dead-lettering them), and a rollout or an alert
   should see it.
 
@@ -18,7 +19,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Literal
@@ -100,12 +101,13 @@ class ReadinessProbe:
 
     def __init__(
         self,
-        models: list[str],
+        models: Iterable[str] | Callable[[], Iterable[str]],
         model_ready: Callable[[str], bool],
         redis_reachable: Callable[[], bool],
         interval_s: float,
     ) -> None:
-        self.models = sorted(set(models))
+        # A callable is asked every round: the routes, and so the models, can be reloaded.
+        self._models = models
         self.model_ready = model_ready
         self.redis_reachable = redis_reachable
         self.interval_s = interval_s
@@ -116,6 +118,11 @@ class ReadinessProbe:
     def start(self) -> ReadinessProbe:
         self._thread.start()
         return self
+
+    @property
+    def models(self) -> list[str]:
+        names = self._models() if callable(self._models) else self._models
+        return sorted(set(names))
 
     def probe_once(self) -> Probed:
         models = {model: _safely(partial(self.model_ready, model)) for model in self.models}

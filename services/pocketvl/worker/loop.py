@@ -201,11 +201,13 @@ class Worker:
             consumed[inbound.topic] = consumed.get(inbound.topic, 0) + 1
         for name, count in consumed.items():
             self.pipeline.metrics.consumed.add(count, {"topic": name})
-        routed = [self.pipeline.route_of(inbound) for inbound in batch]
+        routes = self.pipeline.route_table  # this batch is routed on these, to the end
+        routed = [self.pipeline.route_of(inbound, routes) for inbound in batch]
         seen = self.pipeline.answered_before([parsed for _, parsed in routed])
         for inbound, (model, parsed), answered in zip(batch, routed, seen, strict=True):
             self.tracker.track(Partition(inbound.topic, inbound.partition), inbound.offset)
-            self.scheduler.add(Job(inbound, self._lane_of(inbound), model, parsed, answered))
+            lane = self._lane_of(inbound)
+            self.scheduler.add(Job(inbound, lane, model, parsed, answered, routes))
 
     def _budget(self, model: str | None) -> int:
         """Requests in flight for ``model``: ``worker.model_in_flight`` if set, else what
@@ -377,7 +379,7 @@ class Worker:
     def _process(self, job: Job) -> OutboundRecord | None:
         inbound = job.inbound
         try:
-            return self.pipeline.process(inbound, job.parsed, job.seen)
+            return self.pipeline.process(inbound, job.parsed, job.seen, job.routes)
         except Exception as exc:  # even building the DLQ record failed: a bug
             log.exception("internal error outside the pipeline's stages on %s", inbound.topic)
             return self._dead_letter(inbound, InternalError("worker", exc))

@@ -12,14 +12,16 @@ can quote the file, and for DICOM that can be patient data).
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import time
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from types import MappingProxyType
 from typing import Literal, TypeVar
 
 from opentelemetry import trace
@@ -37,7 +39,12 @@ from pocketvl.contracts.messages import (
 from pocketvl.domains.compose import Composed, layout_max_tiles, prepare_inputs
 from pocketvl.domains.registry import REGISTRY
 from pocketvl.domains.spec import ParseContext
-from pocketvl.errors import CacheUnavailable, DeadLetterError, ImageError, InternalError
+from pocketvl.errors import (
+    CacheUnavailable,
+    DeadLetterError,
+    ImageError,
+    InternalError,
+)
 from pocketvl.settings import Route, Settings
 from pocketvl.telemetry import WorkerMetrics
 from pocketvl.worker.caching import cache_key
@@ -64,7 +71,16 @@ from pocketvl.worker.ports import (
     ResultCache,
 )
 from pocketvl.worker.retry import RetryPolicy, with_retries
-from pocketvl.worker.routing import resolve_route
+from pocketvl.worker.route_book import RouteBook, RouteTable
+from pocketvl.worker.routing import (
+    NOT_LOADED_LOG,
+    NotLoaded,
+    Target,
+    passed_on_if_not_loaded,
+    resolve_route,
+    route_targets,
+    sticky_key,
+)
 
 _PROPAGATOR = TraceContextTextMapPropagator()
 GRPC_OVERHEAD_BYTES = 64 * 1024  # tensor headers and metadata around the image bytes
@@ -72,6 +88,15 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 CacheOutcome = Literal["hit", "miss", "unavailable"]
+
+
+@dataclass(frozen=True)
+class _Served:
+    result: GenerationResult
+    context: ParseContext
+    cache: CacheOutcome
+    infer_ms: float | None
+    target: Target
 
 
 @dataclass
@@ -118,6 +143,15 @@ class Pipeline:
     sleep: Callable[[float], None] = time.sleep
     # Decoded-image memory shared by every request in flight; None: not bounded.
     memory: MemoryBudget | None = None
+    # The routes in use, reloadable (the service's); None: settings.routing.routes as they are.
+    routes: RouteBook | None = None
+
+    @property
+    def route_table(self) -> RouteTable:
+        """The routes in use now: a record keeps the table it was received with."""
+        if self.routes is None:
+            return RouteTable(MappingProxyType(self.settings.routing.routes), 0, "")
+        return self.routes.current
 
     def answered_before(self, parsed: list[object]) -> list[bool | None]:
         """For each parsed request value, whether the done-store knows its event id: one
@@ -132,10 +166,13 @@ class Pipeline:
             return [None] * len(parsed)
         return [isinstance(i, str) and i in known for i in ids]
 
-    def route_of(self, record: InboundRecord) -> tuple[str | None, object]:
-        """The Triton model ``record`` will go to, read from its JSON alone, and that JSON
-        (for ``process``, so it is parsed once). None for a record that cannot be routed:
-        ``process`` dead-letters it, saying why. Never raises."""
+    def route_of(
+        self, record: InboundRecord, table: RouteTable | None = None
+    ) -> tuple[str | None, object]:
+        """The Triton model ``record`` will go to first, read from its JSON alone on
+        ``table`` (default: the routes in use), and that JSON (for ``process``, so it is
+        parsed once). None for a record that cannot be routed: ``process`` dead-letters
+        it, saying why. Never raises."""
         domain = domain_of(self.settings.kafka.topic_prefix, record.topic)
         caps = self.settings.kafka.max_message_bytes, self.settings.limits.max_json_depth
         try:
@@ -148,18 +185,26 @@ class Pipeline:
             return None, raw
         if size is not None and not isinstance(size, str):
             return None, raw
+        routes = (table or self.route_table).routes
         try:
-            _, route = resolve_route(self.settings.routing.routes, domain, task["type"], size)
+            key, route = resolve_route(routes, domain, task["type"], size)
         except DeadLetterError:
             return None, raw
-        return route.triton_model, raw
+        event_id = raw.get("event_id") if isinstance(raw, dict) else None
+        split_on = sticky_key(record.key, event_id if isinstance(event_id, str) else None)
+        return route_targets(key, route, split_on)[0].triton_model, raw
 
     def process(
-        self, record: InboundRecord, parsed: object = None, seen: bool | None = None
+        self,
+        record: InboundRecord,
+        parsed: object = None,
+        seen: bool | None = None,
+        table: RouteTable | None = None,
     ) -> OutboundRecord | None:
         """The answer or DLQ record; None for a request whose answer was already published.
         ``parsed``: the value's JSON from ``route_of``, if it was read there; ``seen``:
-        whether the done-store already knew its event id, if it was asked then."""
+        whether the done-store already knew its event id, if it was asked then; ``table``:
+        the routes it was received with (default: the routes in use now)."""
         producer_ctx = trace.get_current_span(_PROPAGATOR.extract(_header_carrier(record.headers)))
         links = (
             [Link(producer_ctx.get_span_context())]
@@ -185,7 +230,8 @@ class Pipeline:
             progress = _Progress()
             outcome, reason = "dead_lettered", "internal_error"
             try:
-                answered = self._answer(record, domain, span, progress, parsed, seen)
+                routes = (table or self.route_table).routes
+                answered = self._answer(record, domain, span, progress, parsed, seen, routes)
                 outcome = "answered" if answered is not None else "duplicate"
                 reason = ""
                 return answered
@@ -226,6 +272,7 @@ class Pipeline:
         progress: _Progress,
         parsed: object,
         seen: bool | None,
+        routes: Mapping[str, Route],
     ) -> OutboundRecord | None:
         started = time.perf_counter()
         request = decode_request(
@@ -243,8 +290,9 @@ class Pipeline:
             return None
         progress.stage = "route"
         route_key, route = resolve_route(
-            self.settings.routing.routes, request.domain, request.task.type, request.model_size
+            routes, request.domain, request.task.type, request.model_size
         )
+        targets = route_targets(route_key, route, sticky_key(record.key, request.event_id))
         progress.stage = "fetch"
         progress.model = route.triton_model
         with self._span("fetch images"):
@@ -252,36 +300,67 @@ class Pipeline:
                 self._store_policy, lambda: self.images.load_all(request.images)
             )
         progress.stage = "infer"
-        result, context, cache, infer_ms = self._generate(request, route, images)
+        served = self._served(request, route, targets, images)
+        result, context, cache, target = served.result, served.context, served.cache, served.target
         progress.stage = "postprocess"
         status, typed = REGISTRY.parse(request.task, result.text, context)
         span.set_attribute("pocketvl.cache.hit", cache == "hit")
         span.set_attribute("pocketvl.cache", cache)
         span.set_attribute("pocketvl.route", route_key)
+        span.set_attribute("pocketvl.served_by", target.role)
         answer = Answer(
             event_id=request.event_id,
             domain=request.domain,
             task=request.task,
             model=ModelIdentity(
-                checkpoint=route.checkpoint,
-                triton_model=route.triton_model,
+                checkpoint=target.checkpoint,
+                triton_model=target.triton_model,
                 version=result.model_version,
+                served_by=target.role,
             ),
             status=status,
             answer=typed,
             raw_text=result.text,
             cache=cache,
-            timings=Timings(total_ms=(time.perf_counter() - started) * 1000, infer_ms=infer_ms),
+            timings=Timings(
+                total_ms=(time.perf_counter() - started) * 1000, infer_ms=served.infer_ms
+            ),
             tokens=TokenCounts(prompt=result.prompt_tokens, generated=result.generated_tokens),
             produced_at=datetime.now(UTC),
         )
         return self._answer_record(record, answer)
 
+    def _served(
+        self,
+        request: AnyRequest,
+        route: Route,
+        targets: tuple[Target, ...],
+        images: list[LoadedImage],
+    ) -> _Served:
+        """The answer of the first of ``targets`` that is loaded. A model Triton does not
+        have loaded passes the request on to the next at once; the last is retried as any
+        model is (an outage, or a model loading, is waited out within the budget)."""
+        for target, after in itertools.pairwise(targets):
+            try:
+                return self._generate(request, route, target, images, pass_on=True)
+            except NotLoaded as exc:
+                if NOT_LOADED_LOG.due(target.triton_model):  # once a minute, not per record
+                    log.warning(
+                        "%s; serving from the %s %s", exc.cause, after.role, after.triton_model
+                    )
+        return self._generate(request, route, targets[-1], images, pass_on=False)
+
     def _generate(
-        self, request: AnyRequest, route: Route, images: list[LoadedImage]
-    ) -> tuple[GenerationResult, ParseContext, CacheOutcome, float | None]:
+        self,
+        request: AnyRequest,
+        route: Route,
+        target: Target,
+        images: list[LoadedImage],
+        pass_on: bool,
+    ) -> _Served:
         """A cached result if there is one (looked up from the raw images' digests, so a hit
-        decodes nothing); otherwise decode, compose, ask Triton, and cache it (best effort)."""
+        decodes nothing); otherwise decode, compose, ask Triton, and cache it (best effort).
+        The cache key names the model that answers and the version it reports."""
         # The route caps both: a request may ask for less work, never for more.
         max_new_tokens = min(
             request.generation.max_new_tokens or route.max_new_tokens, route.max_new_tokens
@@ -289,56 +368,60 @@ class Pipeline:
         max_tiles = min(request.generation.max_tiles or route.max_tiles, route.max_tiles)
         layout_cap = layout_max_tiles(REGISTRY.for_task(request.task).layout)
         max_tiles = min(max_tiles, layout_cap or max_tiles)
-        version = self._retrying(
-            self._triton_policy, lambda: self.inference.model_version(route.triton_model)
-        )
-        key = cache_key(
-            self.settings.redis.key_prefix,
-            route.checkpoint,
-            version,
-            {"triton_model": route.triton_model},
-            [image.sha256 for image in images],
-            {
-                "task": request.task.model_dump(mode="json"),
-                "decode": request.decode.model_dump(mode="json"),
-                "names": [image.name for image in request.images],  # DriveLM camera order
-            },
-            {"max_new_tokens": max_new_tokens, "max_tiles": max_tiles},
-        )
+        model = target.triton_model
+
+        def triton(call: Callable[[], T]) -> T:
+            return self._retrying(
+                self._triton_policy, passed_on_if_not_loaded(call) if pass_on else call
+            )
+
+        def key_for(version: str) -> str:
+            return cache_key(
+                self.settings.redis.key_prefix,
+                target.checkpoint,
+                version,
+                {"triton_model": model},
+                [image.sha256 for image in images],
+                {
+                    "task": request.task.model_dump(mode="json"),
+                    "decode": request.decode.model_dump(mode="json"),
+                    "names": [image.name for image in request.images],  # DriveLM camera order
+                },
+                {"max_new_tokens": max_new_tokens, "max_tiles": max_tiles},
+            )
+
+        version = triton(lambda: self.inference.model_version(model))
         cache: CacheOutcome = "miss"
         with self._span("cache lookup"):
             try:
-                cached = self.cache.get(key)
+                cached = self.cache.get(key_for(version))
             except CacheUnavailable:
                 cached, cache = None, "unavailable"
         cache = "hit" if cached is not None else cache
         self.metrics.cache_lookups.add(1, {"result": cache})
         if cached is not None:
             context = ParseContext(cached.image_sizes, cached.camera_sizes)
-            return cached.result, context, cache, None
+            return _Served(cached.result, context, cache, None, target)
         with self._span("decode and compose") as span, self._decoding_memory(span) as reserve:
             composed = prepare_inputs(request, images, self.settings.limits, reserve)
         self._check_fits_one_call(composed)
         started = time.perf_counter()
-        with self._span(f"triton infer {route.triton_model}", SpanKind.CLIENT):
-            result = self._retrying(
-                self._triton_policy,
+        with self._span(f"triton infer {model}", SpanKind.CLIENT):
+            result = triton(
                 lambda: self.inference.generate(
-                    route.triton_model,
-                    composed.images,
-                    composed.question,
-                    max_new_tokens,
-                    max_tiles,
-                ),
+                    model, composed.images, composed.question, max_new_tokens, max_tiles
+                )
             )
         infer_ms = (time.perf_counter() - started) * 1000
-        labels = {"domain": request.domain, "model": route.triton_model}
+        labels = {"domain": request.domain, "model": model}
         self.metrics.inference_duration.record(infer_ms / 1000, labels)
         context = composed.context
         if cache != "unavailable":
+            # Filed under the version that answered: Triton may have loaded a new one since
+            # the version was looked up.
             entry = CachedResult(result, context.image_sizes, dict(context.camera_sizes))
-            self.cache.put(key, entry)
-        return result, context, cache, infer_ms
+            self.cache.put(key_for(result.model_version), entry)
+        return _Served(result, context, cache, infer_ms, target)
 
     @contextmanager
     def _decoding_memory(self, span: Span) -> Iterator[Callable[[int], None] | None]:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from pocketvl.worker.envelope import InboundRecord
 from pocketvl.worker.ports import Partition
+from pocketvl.worker.route_book import RouteTable
 
 
 @dataclass(frozen=True)
@@ -23,6 +24,7 @@ class Job:
     model: str | None  # the Triton model its route names; None: not routable (a DLQ record)
     parsed: object = None  # the value's JSON, parsed once on receipt
     seen: bool | None = None  # its event already answered (one done-store lookup per poll)
+    routes: RouteTable | None = None  # the routes it was received with: it finishes on them
 
     @property
     def partition(self) -> Partition:
