@@ -19,12 +19,14 @@ if [ ! -s ca.pem ]; then
     -keyout ca.key -out ca.pem 2>/dev/null
 fi
 
-# server <name>: <name>_key.pem and <name>_cert.pem, signed by the CA, SAN = <name> and localhost.
+# server <name>: <name>_key.pem and <name>_cert.pem, signed by the CA, for the compose service
+# name, the Kubernetes Service of that name in namespace pocketvl (deploy/k8s), and localhost.
 server() {
   [ -s "$1_cert.pem" ] && return 0
   openssl req -newkey rsa:2048 -nodes -subj "/CN=$1" -keyout "$1_key.pem" -out "$1.csr" \
     2>/dev/null
-  printf 'subjectAltName=DNS:%s,DNS:localhost\nextendedKeyUsage=serverAuth\n' "$1" >"$1.ext"
+  printf 'subjectAltName=DNS:%s,DNS:%s.pocketvl.svc,DNS:%s.pocketvl.svc.cluster.local,DNS:localhost\nextendedKeyUsage=serverAuth\n' \
+    "$1" "$1" "$1" >"$1.ext"
   openssl x509 -req -in "$1.csr" -CA ca.pem -CAkey ca.key -CAcreateserial -days 825 \
     -extfile "$1.ext" -out "$1_cert.pem" 2>/dev/null
   rm -f "$1.csr" "$1.ext"

@@ -208,7 +208,7 @@ def test_the_worker_runs_pocketvl_worker_in_production_mode() -> None:
     assert worker_env()["POCKETVL_MODE"] == "production"
     (routes,) = [c for c in WORKER["configs"] if c["source"] == "routes"]
     assert worker_env()["POCKETVL_ROUTING__ROUTES_FILE"] == routes["target"]
-    assert relative(COMPOSE["configs"]["routes"]["file"]) == REPO / "deploy/routes/production.json"
+    assert relative(COMPOSE["configs"]["routes"]["file"]) == REPO / "deploy/k8s/routes.json"
 
 
 def test_worker_addresses_are_services_listening_there() -> None:

@@ -12,7 +12,7 @@ from pydantic import BaseModel, SecretStr
 from pocketvl.settings import Route, RoutingSettings, Settings
 from tests.conftest import REPO
 
-ROUTES_FILE = REPO / "deploy" / "routes" / "production.json"
+ROUTES_FILE = REPO / "deploy" / "k8s" / "routes.json"
 MODEL_REPOSITORY = REPO / "model_repository"
 # Read by the Triton Python-backend model (pocketvl.serving.triton_model), not by Settings.
 TRITON_MODEL_ENV = {"POCKETVL_CHECKPOINT_DIR"}
