@@ -12,6 +12,7 @@ from typing import Any
 
 import jsonschema
 import pytest
+import yaml
 
 from pocketvl.adapters.ops_http import OpsServer
 from pocketvl.settings import KafkaSettings, OpsSettings, RoutingSettings
@@ -361,3 +362,16 @@ def test_services_select_pods_and_target_declared_ports() -> None:
         assert pods_selected(spec["selector"]), service["metadata"]["name"]
         for port in spec["ports"]:
             service_port(service["metadata"]["name"], port["port"])
+
+
+def test_triton_runs_with_the_compose_flags() -> None:
+    """One set of Triton flags (the integration test starts Triton with compose's)."""
+    compose = yaml.safe_load((REPO / "docker-compose.yml").read_text())
+    files = {"triton-tls/tls.crt": "triton_cert.pem", "triton-tls/tls.key": "triton_key.pem"}
+
+    def flags(args: list[str]) -> list[str]:
+        for mounted, name in files.items():
+            args = [a.replace(mounted, name) for a in args]
+        return [a for a in args if not a.startswith("--model-repository=")]
+
+    assert flags(container("triton")["args"]) == flags(compose["services"]["triton-gpu"]["command"])
