@@ -8,16 +8,19 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
+from pocketvl.adapters.ops_http import OpsServer
 from pocketvl.modeltools import repository as model_repo
 from pocketvl.modeltools.catalog import CATALOG
 from pocketvl.settings import KafkaSettings, OpsSettings, RedisSettings, Settings
 from pocketvl.worker.envelope import all_topics
+from pocketvl.worker.health import Check, Report
 from tests.conftest import REPO
 from tests.support.deployment import (
     TRITON_MODEL_ENV,
@@ -353,6 +356,31 @@ def test_the_collector_receives_what_the_worker_sends_and_forwards_it() -> None:
     assert f":{health}/" in " ".join(SERVICES["otel-collector"]["healthcheck"]["test"])
 
 
+@pytest.mark.parametrize("name", ["kafka", "kafka-topics"])
+def test_shell_scripts_leave_their_variables_to_the_shell(name: str) -> None:
+    service = SERVICES[name]
+    assert service["entrypoint"] == ["/bin/bash", "-ec"]
+    (script,) = service["command"]
+    # Compose interpolates $X itself (from the host); the script's own are written $$X.
+    assert re.findall(r"(?<!\$)\$(?!\$)", script) == []
+    for variable in re.findall(r"\$\$\{?([A-Z_]+)", script):
+        assert variable in service["environment"], f"{name}: {variable} is not set"
+
+
+def test_the_broker_starts_from_the_mounted_properties() -> None:
+    kafka = SERVICES["kafka"]
+    (mount,) = kafka["volumes"]
+    source, target, _ = mount.split(":")
+    assert (relative(source) / "server.properties").is_file()
+    script = kafka["command"][0]
+    assert script.count(f"{target}/server.properties") == 2  # format, then start
+    jaas = kafka["environment"]["KAFKA_OPTS"].split("=", 1)[1]
+    assert jaas.removeprefix("/run/secrets/") in kafka["secrets"]
+    properties = kafka_properties()
+    for key in ("ssl.keystore.location", "ssl.truststore.location"):
+        assert properties[key].removeprefix("/run/secrets/") in kafka["secrets"]
+
+
 def test_the_topic_step_creates_every_topic_the_worker_uses() -> None:
     step = SERVICES["kafka-topics"]
     prefix = worker_env()["POCKETVL_KAFKA__TOPIC_PREFIX"]
@@ -362,8 +390,23 @@ def test_the_topic_step_creates_every_topic_the_worker_uses() -> None:
     assert int(kafka_properties()["message.max.bytes"]) == max_bytes
     assert int(step["environment"]["PARTITIONS"]) >= WORKER["deploy"]["replicas"]
     script = step["command"][0]
-    # Compose interpolates $X itself; the script's own variables must be written $$X.
-    assert re.findall(r"(?<!\$)\$(?!\$)", script) == []
     for variable in step["environment"]:
         assert f"$${variable}" in script
     assert "kafka:9093" in script and kafka_properties()["auto.create.topics.enable"] == "false"
+
+
+@pytest.mark.parametrize("ready", [True, False])
+def test_the_worker_healthcheck_follows_readyz(ready: bool) -> None:
+    """The healthcheck's own command against a real ops server: 0 while /readyz answers
+    200, non-zero on 503."""
+    report = Report(checks=(Check("triton", ready),))
+    live = Report(checks=())
+    server = OpsServer("127.0.0.1", 0, lambda: live, lambda: report, lambda: b"").start()
+    try:
+        _, python, flag, code = WORKER["healthcheck"]["test"]
+        assert (python, flag) == ("python", "-c")
+        code = code.replace(f":{OpsSettings().port}/", f":{server.port}/")
+        result = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True)
+    finally:
+        server.close()
+    assert (result.returncode == 0) is ready
