@@ -25,6 +25,7 @@ from tests.support.deployment import (
     TRITON_MODEL_ENV,
     env_problems,
     load_models,
+    production_routes,
     repository_models,
     routed_models,
 )
@@ -375,3 +376,29 @@ def test_triton_runs_with_the_compose_flags() -> None:
         return [a for a in args if not a.startswith("--model-repository=")]
 
     assert flags(container("triton")["args"]) == flags(compose["services"]["triton-gpu"]["command"])
+
+
+def test_the_model_store_job_fills_what_triton_reads() -> None:
+    """deploy/k8s/model-store-job.yaml (applied on its own): a valid Job that writes the GPU
+    repository Triton is pointed at and fetches exactly the routed checkpoints."""
+    (job,) = [o for o in yaml.safe_load_all((K8S / "model-store-job.yaml").read_text()) if o]
+    assert validate(job) == []
+    spec = job["spec"]["template"]["spec"]
+    (init,) = spec["containers"]
+    env = {e["name"]: e["value"] for e in init["env"]}
+    assert set(env["CHECKPOINTS"].split()) == {r.checkpoint for r in production_routes().values()}
+    (store,) = [v for v in spec["volumes"] if "persistentVolumeClaim" in v]
+    assert store == {
+        "name": "model-store",
+        "persistentVolumeClaim": {"claimName": "pocketvl-model-store"},
+    }
+    script = " ".join(init["args"][0].replace("\\\n", " ").split())
+    triton = container("triton")
+    repository = next(a for a in triton["args"] if a.startswith("--model-repository="))
+    assert f"--out {repository.split('=', 1)[1]}" in script
+    (checkpoints,) = [e["value"] for e in triton["env"] if e["name"] == "POCKETVL_CHECKPOINT_DIR"]
+    assert f"--dest {checkpoints}" in script
+    compose = yaml.safe_load((REPO / "docker-compose.yml").read_text())
+    args = compose["services"]["triton-gpu"]["build"]["args"]
+    assert f"--kind {args['MODEL_KIND']} --dtype {args['MODEL_DTYPE']}" in script
+    assert init["image"] == container("triton")["image"]
