@@ -20,7 +20,8 @@ import ipaddress
 from collections.abc import Mapping
 from urllib.parse import urlsplit
 
-from pocketvl.settings import KafkaSettings, RedisSettings, Settings, TritonSettings
+from pocketvl.settings import KafkaSettings, RedisSettings, Route, Settings, TritonSettings
+from pocketvl.worker.routing import all_models
 
 TINY_MODEL_PREFIX = "internvl2_tiny_"
 TINY_CHECKPOINT_PREFIX = "tiny-internvl2-"
@@ -43,19 +44,25 @@ def _host(address: str) -> str:
     return urlsplit(f"//{address.strip()}").hostname or address.strip()
 
 
-def route_problems(settings: Settings) -> list[str]:
+def route_problems(routes: Mapping[str, Route]) -> list[str]:
+    """Routes (their own models, canaries and fallbacks) to the tiny random-weight models.
+    Checked at start-up and again on every reload of ``routing.routes_file``."""
     tiny: dict[str, list[str]] = {}
-    for key, route in settings.routing.routes.items():
-        if route.triton_model.startswith(TINY_MODEL_PREFIX) or route.checkpoint.startswith(
-            TINY_CHECKPOINT_PREFIX
-        ):
-            tiny.setdefault(route.triton_model, []).append(key)
+    for key, route in routes.items():
+        for _role, model, checkpoint in all_models(route):
+            if model.startswith(TINY_MODEL_PREFIX) or checkpoint.startswith(TINY_CHECKPOINT_PREFIX):
+                tiny.setdefault(model, []).append(key)
     return [
-        f"routing.routes sends {', '.join(sorted(keys))} to {model}, a tiny random-weight test "
-        "model whose answers are meaningless: route them to a real checkpoint's model "
-        "(POCKETVL_ROUTING__ROUTES)"
+        f"routing.routes sends {', '.join(sorted(set(keys)))} to {model}, a tiny random-weight "
+        "test model whose answers are meaningless: route them to a real checkpoint's model "
+        "(POCKETVL_ROUTING__ROUTES or the routes file)"
         for model, keys in sorted(tiny.items())
     ]
+
+
+def routed_models(routes: Mapping[str, Route]) -> list[str]:
+    """Every Triton model the routes name (own, canary, fallback), sorted."""
+    return sorted({model for route in routes.values() for _, model, _ in all_models(route)})
 
 
 def served_model_problems(model: str, parameters: Mapping[str, str]) -> list[str]:
@@ -179,7 +186,7 @@ def production_problems(settings: Settings) -> list[str]:
     if settings.mode == "dev":
         return []
     return [
-        *route_problems(settings),
+        *route_problems(settings.routing.routes),
         *kafka_problems(settings.kafka),
         *redis_problems(settings.redis),
         *triton_problems(settings.triton),

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from opentelemetry import trace
@@ -18,8 +19,14 @@ from pocketvl.adapters.ops_http import OpsServer
 from pocketvl.adapters.redis_store import RedisDoneStore, RedisResultCache, connect
 from pocketvl.adapters.triton_client import TritonInference
 from pocketvl.errors import UnsafeSettings
-from pocketvl.safe_defaults import DEV_HINT, production_problems, served_model_problems
-from pocketvl.settings import Settings
+from pocketvl.safe_defaults import (
+    DEV_HINT,
+    production_problems,
+    route_problems,
+    routed_models,
+    served_model_problems,
+)
+from pocketvl.settings import Route, Settings
 from pocketvl.telemetry import (
     WorkerMetrics,
     observe_readiness,
@@ -40,21 +47,28 @@ from pocketvl.worker.route_book import RouteBook
 log = logging.getLogger(__name__)
 
 
+def served_weights_problems(inference: TritonInference, routes: Mapping[str, Route]) -> list[str]:
+    """What Triton says each routed model serves (dummy or tiny weights). A model Triton
+    cannot describe yet (down, still loading) is logged, not refused."""
+    problems: list[str] = []
+    for model in routed_models(routes):
+        parameters = inference.parameters(model)
+        if parameters is None:
+            log.warning("Triton did not describe %s: its weights were not checked", model)
+        else:
+            problems += served_model_problems(model, parameters)
+    return problems
+
+
 def refuse_unsafe_start(settings: Settings) -> None:
     """Raise ``UnsafeSettings`` if ``settings`` must not run in production: the settings
-    themselves, then what Triton says each routed model serves (dummy or tiny weights).
-    A model Triton cannot describe yet (down, still loading) is logged, not refused."""
+    themselves, then what Triton says each routed model serves."""
     if settings.mode == "dev":
         return
     problems = production_problems(settings)
     inference = TritonInference(settings.triton)
     try:
-        for model in sorted({route.triton_model for route in settings.routing.routes.values()}):
-            parameters = inference.parameters(model)
-            if parameters is None:
-                log.warning("Triton did not describe %s: its weights were not checked", model)
-            else:
-                problems += served_model_problems(model, parameters)
+        problems += served_weights_problems(inference, settings.routing.routes)
     finally:
         inference.close()
     if problems:
@@ -62,24 +76,34 @@ def refuse_unsafe_start(settings: Settings) -> None:
         raise UnsafeSettings(f"refusing to start in production mode:\n{lines}\n({DEV_HINT})")
 
 
+def _reload_check(
+    settings: Settings, inference: TritonInference
+) -> Callable[[Mapping[str, Route]], list[str]] | None:
+    """In production, a reloaded routes file passes the same route checks as the start."""
+    if settings.mode == "dev":
+        return None
+    return lambda routes: route_problems(routes) + served_weights_problems(inference, routes)
+
+
 def build_pipeline(
     settings: Settings, tracer: Tracer | None = None, meter: Meter | None = None
 ) -> Pipeline:
     redis = connect(settings.redis)
+    inference = TritonInference(settings.triton, settings.routing.version_ttl_s)
     cache: ResultCache = NoResultCache()
     if settings.cache_enabled:
         cache = RedisResultCache(redis, settings.redis.ttl_seconds)
     return Pipeline(
         settings=settings,
         images=ImageFetcher(settings.limits, image_stores(settings.image_store)),
-        inference=TritonInference(settings.triton, settings.routing.version_ttl_s),
+        inference=inference,
         cache=cache,
         # Duplicate suppression does not depend on the result cache being on.
         done=RedisDoneStore(redis, settings.redis.ttl_seconds, settings.redis.key_prefix),
         tracer=tracer or trace.get_tracer("pocketvl.worker"),
         metrics=WorkerMetrics.create(meter),
         memory=MemoryBudget(settings.worker.decode_memory_mib * 2**20),
-        routes=RouteBook(settings.routing),
+        routes=RouteBook(settings.routing, check=_reload_check(settings, inference)),
     )
 
 
@@ -87,7 +111,8 @@ def build_worker(
     settings: Settings, tracer: Tracer | None = None, meter: Meter | None = None
 ) -> Worker:
     prefix = settings.kafka.topic_prefix
-    ensure_topics(settings.kafka, all_topics(prefix))
+    if settings.kafka.create_topics:
+        ensure_topics(settings.kafka, all_topics(prefix))
     pipeline = build_pipeline(settings, tracer, meter)
     source = KafkaRecordSource(settings.kafka, request_topics(prefix))
     return Worker(pipeline, source, KafkaRecordSink(settings.kafka))

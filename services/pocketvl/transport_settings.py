@@ -66,6 +66,10 @@ class KafkaSettings(Section):
     session_timeout_ms: int = Field(default=10_000, ge=1_000)
     heartbeat_interval_ms: int = Field(default=1_000, ge=100)
     max_message_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
+    # The worker creates its topics when missing (local stacks, first runs). Where topics are
+    # managed elsewhere (a compose step, Strimzi KafkaTopics) and the worker's principal has
+    # no Create permission, set false: the worker then only uses them.
+    create_topics: bool = True
 
     @field_validator("topic_prefix")
     @classmethod

@@ -241,3 +241,18 @@ def test_the_model_budget_follows_a_reload(tmp_path: Path) -> None:
     Worker(pipeline, source, InMemorySink()).run(max_records=4, idle_timeout_s=5)
     assert inference.calls == ["b"] * 4
     assert most[0] == 1  # "b"'s capacity in Triton, whatever worker.max_in_flight allows
+
+
+def test_a_reload_the_production_check_refuses_keeps_the_routes_in_use(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from pocketvl.safe_defaults import route_problems
+
+    book = book_on(tmp_path / "routes.json", routes_to("mini_a"), check=route_problems)
+    write(book.path or tmp_path, routes_to("internvl2_tiny_qwen2"))
+    with caplog.at_level(logging.ERROR):
+        assert book.reload() is False
+    assert model_of(book.current) == "mini_a" and book.refused == 1
+    assert "production mode" in caplog.text and "internvl2_tiny_qwen2" in caplog.text
+    write(book.path or tmp_path, routes_to("mini_b"))
+    assert book.reload() is True and model_of(book.current) == "mini_b"

@@ -200,3 +200,11 @@ def test_pocketvl_worker_refuses_to_start_in_production() -> None:
     assert "POCKETVL_KAFKA__SECURITY_PROTOCOL" in refused.stderr
     assert "POCKETVL_MODE=dev" in refused.stderr
     assert "processed" not in refused.stdout
+
+
+def test_a_canary_or_fallback_to_a_tiny_model_is_refused_too() -> None:
+    tiny = {"triton_model": "internvl2_tiny_phi3", "checkpoint": "tiny-internvl2-phi3"}
+    for extra in ({"canary": {**tiny, "percent": 5}}, {"fallback": tiny}):
+        route = Route.model_validate({**REAL.model_dump(), **extra})
+        message = _only(_safe(routing=RoutingSettings(routes={"remote_sensing/vqa": route})))
+        assert "internvl2_tiny_phi3" in message and "remote_sensing/vqa" in message

@@ -52,12 +52,16 @@ class RouteBook:
         self,
         routing: RoutingSettings,
         on_change: Callable[[RouteTable], None] | None = None,
+        check: Callable[[Mapping[str, Route]], list[str]] | None = None,
     ) -> None:
+        """``check`` (production mode) lists why reloaded routes must not be taken: a file
+        that passes the settings' own checks can still route to a random-weight model."""
         self.path = routing.routes_file
         self.interval_s = routing.watch_interval_s
         digest = _digest(self.path) if self.path is not None else ""
         self.current = _table(routing.routes, 1, digest or "")
         self.on_change = on_change
+        self.check = check
         self.refused = 0  # reloads refused (a bad file) since start
         self._stat = _stat(self.path)
         self._lock = threading.Lock()
@@ -78,6 +82,14 @@ class RouteBook:
             except ValueError as exc:
                 self.refused += 1
                 log.error("routes reload refused, keeping the routes in use: %s", exc)
+                return False
+            problems = self.check(routes) if self.check is not None else []
+            if problems:
+                self.refused += 1
+                log.error(
+                    "routes reload refused in production mode, keeping the routes in use: %s",
+                    "; ".join(problems),
+                )
                 return False
             digest = _digest(self.path) or ""
             if routes == dict(self.current.routes):
