@@ -113,6 +113,9 @@ def markdown(run: dict[str, Any]) -> str:
         for name, entry in run["decode"].items():
             lines.append(f"| {name} | {entry['inputs']} | {_n(entry['cpu_ms'], 2)} |")
     lines += ["", "![throughput and latency over time](streaming.png)", ""]
+    if run.get("scraped"):
+        lines += ["The workers' own /metrics, scraped every second during the run:", ""]
+        lines += ["![the workers' metrics over the run](metrics.png)", ""]
     return "\n".join(lines)
 
 
@@ -257,6 +260,7 @@ def write(run: dict[str, Any], directory: Path) -> list[Path]:
     directory.mkdir(parents=True, exist_ok=True)
     metrics = run.get("metrics")
     run = {k: v for k, v in run.items() if k != "metrics"}
+    run["scraped"] = bool(metrics and metrics["samples"])
     paths = [directory / "streaming.json", directory / "streaming.md", directory / "streaming.png"]
     paths[0].write_text(json.dumps(run, indent=2, allow_nan=True) + "\n")
     paths[1].write_text(markdown(run))
