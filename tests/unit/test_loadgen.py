@@ -146,6 +146,7 @@ def test_the_report_is_written_as_json_markdown_and_a_plot(tmp_path: Path) -> No
     assert json.loads(paths[3].read_text()) == metrics  # the raw samples, apart
     assert paths[4].read_bytes().startswith(b"\x89PNG")
     assert "| `echo` | 500.0 req/s, batch 8.0 |" in paths[1].read_text()
+    assert "(metrics.png)" in paths[1].read_text()
     assert paths[2].read_bytes().startswith(b"\x89PNG")
 
 

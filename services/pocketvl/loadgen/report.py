@@ -186,7 +186,11 @@ PANELS = (  # title, unit, (column, legend) ...
         (("process_p95_ms", "processing"), ("inference_p95_ms", "Triton")),
     ),
     ("cache lookups", "lookups / s", (("cache_hit_per_s", "hits"), ("cache_miss_per_s", "misses"))),
-    ("readiness", "workers", (("workers", "scraped"), ("ready", "/readyz ready"))),
+    (
+        "readiness (/readyz false while Triton is down)",
+        "workers",
+        (("workers", "scraped"), ("ready", "/readyz ready")),
+    ),
 )
 
 
@@ -204,17 +208,25 @@ def plot_metrics(metrics: dict[str, Any], path: Path) -> None:
     start = min((float(s["t"]) for s in samples), default=0.0)
     rows = {int(r["t_s"]): r for r in panels(samples, start)}
     seconds = list(range(max(rows, default=0) + 1))  # seconds without a sample: gaps
-    fig, axes = plt.subplots(len(PANELS), 1, figsize=(12, 2.1 * len(PANELS)), sharex=True)
+    fig, axes = plt.subplots(len(PANELS), 1, figsize=(13, 2.1 * len(PANELS)), sharex=True)
     for ax, (title, unit, columns) in zip(axes, PANELS, strict=True):
-        for column, legend in columns:
+        for n, (column, legend) in enumerate(columns):
             values = [rows[t].get(column, math.nan) if t in rows else math.nan for t in seconds]
             step = column in ("workers", "ready")
-            ax.plot(seconds, values, label=legend, drawstyle="steps-post" if step else "default")
+            ax.plot(  # the first line wide and the second dashed: equal values show both
+                seconds,
+                values,
+                label=legend,
+                drawstyle="steps-post" if step else "default",
+                linewidth=3.0 if n == 0 else 1.3,
+                linestyle="-" if n == 0 else "--",
+                alpha=0.55 if n == 0 else 1.0,
+            )
         ax.set_title(title, fontsize=9, loc="left")
         ax.set_ylabel(unit, fontsize=8)
         if unit == "ms":
             ax.set_yscale("log")
-        ax.legend(fontsize=7, loc="upper right")
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.005, 1.0))  # off the data
         ax.grid(alpha=0.3)
         for i, phase in enumerate(metrics["phases"]):
             ax.axvspan(
