@@ -60,6 +60,10 @@ RETRIED = (
     ("image_store", "image_unavailable"),
 )
 
+# Durations are in seconds: the SDK's default boundaries (0, 5, 10, 25 ... 10000) are meant
+# for milliseconds and would put every Triton call and most records in one bucket.
+SECONDS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
+
 
 @dataclass(frozen=True)
 class WorkerMetrics:
@@ -92,7 +96,10 @@ class WorkerMetrics:
                 "pocketvl.messages.processed", description="request records handled"
             ),
             process_duration=meter.create_histogram(
-                "pocketvl.process.duration", unit="s", description="decode to answer, per record"
+                "pocketvl.process.duration",
+                unit="s",
+                description="decode to answer, per record",
+                explicit_bucket_boundaries_advisory=SECONDS_BUCKETS,
             ),
             cache_lookups=meter.create_counter(
                 "pocketvl.cache.lookups", description="result cache lookups"
@@ -101,6 +108,7 @@ class WorkerMetrics:
                 "pocketvl.inference.duration",
                 unit="s",
                 description="Triton calls, retries included",
+                explicit_bucket_boundaries_advisory=SECONDS_BUCKETS,
             ),
         )
 

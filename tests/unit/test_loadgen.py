@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -12,8 +13,17 @@ from pocketvl.adapters.claim_check import image_stores
 from pocketvl.domains.compose import prepare_inputs
 from pocketvl.errors import PocketvlError
 from pocketvl.loadgen import report
-from pocketvl.loadgen.measure import Collector, figures
-from pocketvl.loadgen.plan import LoadPlan, build, load_examples, parse_mix, unique_variant
+from pocketvl.loadgen.measure import Collector, figures, scale_out
+from pocketvl.loadgen.plan import (
+    LoadPlan,
+    build,
+    even_keys,
+    load_examples,
+    parse_mix,
+    partition_of,
+    unique_variant,
+)
+from pocketvl.loadgen.suite import select
 from pocketvl.settings import KafkaSettings, Settings
 from pocketvl.worker.codec import decode_request
 from pocketvl.worker.envelope import InboundRecord
@@ -114,9 +124,93 @@ def test_the_report_is_written_as_json_markdown_and_a_plot(tmp_path: Path) -> No
         "direct": {"throughput": 500.0, "average_batch": 8.0},
         "worker_vs_direct": 0.4,
     }
-    run = {"started": "now", "machine": report.machine(), "scenarios": [scenario], "decode": {}}
+    metrics = {"samples": [{"t": 1.0, "worker": "echo/0", "values": {"pocketvl_ready": 1.0}}]}
+    metrics |= {"phases": [], "events": []}
+    run = {
+        "started": "now",
+        "machine": report.machine(),
+        "scenarios": [scenario],
+        "decode": {},
+        "metrics": metrics,
+    }
     paths = report.write(run, tmp_path)
-    assert [p.name for p in paths] == ["streaming.json", "streaming.md", "streaming.png"]
-    assert json.loads(paths[0].read_text())["scenarios"][0]["worker"]["answered"] == 50
+    assert [p.name for p in paths] == [
+        "streaming.json",
+        "streaming.md",
+        "streaming.png",
+        "metrics.json",
+        "metrics.png",
+    ]
+    written = json.loads(paths[0].read_text())
+    assert written["scenarios"][0]["worker"]["answered"] == 50 and "metrics" not in written
+    assert json.loads(paths[3].read_text()) == metrics  # the raw samples, apart
+    assert paths[4].read_bytes().startswith(b"\x89PNG")
     assert "| `echo` | 500.0 req/s, batch 8.0 |" in paths[1].read_text()
+    assert "(metrics.png)" in paths[1].read_text()
     assert paths[2].read_bytes().startswith(b"\x89PNG")
+
+
+def test_even_keys_give_every_partition_the_same_share_of_the_requests() -> None:
+    keys = even_keys(8, 3)
+    assert len(set(keys)) == 24
+    # in turn: partition 0, 1, ... 7, 0, 1, ... as kafka-python's partitioner places them
+    assert [partition_of(k, 8) for k in keys] == list(range(8)) * 3
+    plan = LoadPlan(800, None, {"remote_sensing.vqa": 1.0}, keys=64, even_partitions=8)
+    placed = Counter(partition_of(p.record.key or b"", 8) for p in build(plan, EXAMPLES, "p"))
+    assert sorted(placed.values()) == [100] * 8
+    with pytest.raises(PocketvlError, match="multiple"):
+        LoadPlan(10, None, {"medical.vqa": 1.0}, keys=10, even_partitions=8)
+
+
+def test_partition_of_agrees_with_the_java_client() -> None:
+    # murmur2 of the key, positive, modulo the count: Kafka's documented default
+    from kafka.partitioner.default import murmur2
+
+    assert partition_of(b"entity-0", 8) == (murmur2(b"entity-0") & 0x7FFFFFFF) % 8
+    assert {partition_of(f"k{i}".encode(), 3) for i in range(50)} == {0, 1, 2}
+
+
+def test_the_scale_out_group_runs_one_process_then_two_on_the_same_model() -> None:
+    chosen = select(["scale-out", "outage", "scale-out-2"])
+    assert [s.name for s in chosen] == ["scale-out-1", "scale-out-2", "outage"]
+    one, two = chosen[:2]
+    assert (one.workers, two.workers) == (1, 2) and one.model == two.model == "fixed_latency"
+    assert one.partitions == two.partitions >= 2 * two.workers  # partitions for both
+    assert one.max_in_flight == two.max_in_flight
+    assert one.plan.rate is None  # a backlog: as fast as the workers go
+    assert one.plan.even_partitions == one.partitions
+    assert two.plan.requests == 2 * one.plan.requests  # about as long a run each
+    assert two.scaled(0.1).workers == 2
+    with pytest.raises(PocketvlError, match="no scenario 'nope'"):
+        select(["nope"])
+
+
+def scenario_result(name: str, workers: int, throughput: float) -> dict[str, Any]:
+    return {
+        "name": name,
+        "workers": workers,
+        "worker": {
+            "throughput": throughput,
+            "average_batch": 4.0 * workers,
+            "cpu_ms_per_request": 5.0,
+            "max_in_flight": 8,
+            "processed_by_worker": [600.0 / workers] * workers,
+            "lost": 0,
+        },
+    }
+
+
+def test_scale_out_compares_each_process_count_with_one() -> None:
+    scenarios = [
+        scenario_result("outage", 1, 20.0),
+        scenario_result("scale-out-2", 2, 74.0),
+        scenario_result("scale-out-1", 1, 40.0),
+    ]
+    pair = scale_out(scenarios)
+    assert pair is not None
+    assert pair["ratio"] == pytest.approx(1.85)
+    assert [(r["workers"], r["ratio"]) for r in pair["rows"]] == [(1, 1.0), (2, 1.85)]
+    table = "\n".join(report.scale_out_table(pair))
+    assert "| 2 | 74.0 | 1.85× | 8.0 | 5.00 | 300 / 300 | 0 | ≥ 1.8 × one process |" in table
+    assert scale_out(scenarios[:2]) is None  # no one-process baseline: no ratio
+    assert report.scale_out_table(None) == []

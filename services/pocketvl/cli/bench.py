@@ -11,19 +11,20 @@ from pocketvl.errors import PocketvlError
 
 
 def add_bench_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    from pocketvl.loadgen.suite import STAND_INS, SUITE
+    from pocketvl.loadgen.suite import GROUPS, STAND_INS, SUITE
 
     bench = sub.add_parser(
         "bench",
         help="load over Kafka on a private stack: throughput, latency, CPU per request",
-        description="Runs the benchmark suite (or one load given by --mix) against one worker "
-        "process and the stand-in Triton models, and writes streaming.json, .md and .png.",
+        description="Runs the benchmark suite (or one load given by --mix) against worker "
+        "processes and the stand-in Triton models, and writes streaming.json, .md and .png, "
+        "and the workers' scraped /metrics as metrics.json and .png.",
     )
     bench.add_argument(
         "--scenario",
         action="append",
-        choices=sorted(SUITE),
-        help="run only these scenarios (repeatable); default: all",
+        choices=sorted([*SUITE, *GROUPS]),
+        help="run only these scenarios (repeatable; scale-out: scale-out-1 and -2); default: all",
     )
     bench.add_argument(
         "--scale",
@@ -59,7 +60,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from pocketvl.loadgen import report
     from pocketvl.loadgen.plan import LoadPlan, load_examples, parse_mix
     from pocketvl.loadgen.runner import run_suite
-    from pocketvl.loadgen.suite import SUITE, Scenario
+    from pocketvl.loadgen.suite import SUITE, Scenario, select
 
     if args.scale <= 0:
         raise PocketvlError("--scale must be positive")
@@ -74,8 +75,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         title = f"{args.model}, {args.mix}, {args.repeats:.0%} repeats"
         scenarios = [Scenario("custom", title, args.model, plan, prime=args.repeats >= 1.0)]
     else:
-        names = args.scenario or list(SUITE)
-        scenarios = [SUITE[name].scaled(args.scale) for name in names]
+        scenarios = [s.scaled(args.scale) for s in select(args.scenario or list(SUITE))]
     with tempfile.TemporaryDirectory(prefix="pocketvl-bench-") as work:
         run = run_suite(scenarios, examples, paths.stand_in_repository(), Path(work))
     for path in report.write(run, args.out):

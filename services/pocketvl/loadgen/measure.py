@@ -11,6 +11,7 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from pocketvl.adapters.kafka_broker import KafkaRecordSink, follow_records
 from pocketvl.loadgen.plan import Planned
@@ -202,3 +203,32 @@ def process_cpu_s(pid: int) -> float:
     """User + system CPU seconds of process ``pid``, all its threads (Linux ``/proc``)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def scale_out(scenarios: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The scale-out pair of a run side by side: throughput, Triton's batch and worker CPU
+    per request for each number of processes, and each one's throughput over one
+    process's (``ratio``); None unless the run has the one-process scenario and another."""
+    pair = sorted(
+        (s for s in scenarios if s["name"].startswith("scale-out-")), key=lambda s: s["workers"]
+    )
+    if len(pair) < 2 or pair[0]["workers"] != 1:
+        return None
+    one = pair[0]["worker"]["throughput"]
+    return {
+        "rows": [
+            {
+                "workers": s["workers"],
+                "throughput": s["worker"]["throughput"],
+                "ratio": s["worker"]["throughput"] / one,
+                "average_batch": s["worker"]["average_batch"],
+                "cpu_ms_per_request": s["worker"]["cpu_ms_per_request"],
+                "max_in_flight": s["worker"]["max_in_flight"],
+                "processed_by_worker": s["worker"]["processed_by_worker"],
+                "lost": s["worker"]["lost"],
+            }
+            for s in pair
+        ],
+        "ratio": pair[-1]["worker"]["throughput"] / one,
+        "target": 1.8,
+    }

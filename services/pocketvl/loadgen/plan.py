@@ -30,6 +30,9 @@ class LoadPlan:
     repeat_fraction: float = 0.0  # share of requests repeating an earlier one's content
     keys: int = 64  # distinct record keys (vehicles, scanners...), round robin
     seed: int = 0
+    # Keys chosen so that each of this many partitions gets the same share of them (and of
+    # the requests); None: keys "entity-0", "entity-1"... wherever they hash.
+    even_partitions: int | None = None
 
     def __post_init__(self) -> None:
         if self.requests < 1:
@@ -40,6 +43,8 @@ class LoadPlan:
             raise PocketvlError("--repeats is a fraction between 0 and 1")
         if not self.mix or any(w <= 0 for w in self.mix.values()):
             raise PocketvlError("--mix needs at least one example with a positive weight")
+        if self.even_partitions is not None and self.keys % self.even_partitions:
+            raise PocketvlError("keys spread evenly over partitions: a multiple of them")
 
 
 @dataclass(frozen=True)
@@ -62,6 +67,33 @@ def parse_mix(text: str, available: list[str]) -> dict[str, float]:
         except ValueError:
             raise PocketvlError(f"weight of {name} must be a number, not {weight!r}") from None
     return mix
+
+
+def partition_of(key: bytes, partitions: int) -> int:
+    """The partition kafka-python's default partitioner (Java's murmur2) gives ``key``."""
+    from kafka.partitioner.default import murmur2
+
+    return (int(murmur2(key)) & 0x7FFFFFFF) % partitions
+
+
+def even_keys(partitions: int, per_partition: int) -> list[bytes]:
+    """``per_partition`` keys for each of ``partitions``, in turn (partition 0, 1, ..., 0,
+    1, ...): sent round robin, every partition gets the same share of the records."""
+    found: dict[int, list[bytes]] = {p: [] for p in range(partitions)}
+    i = 0
+    while any(len(keys) < per_partition for keys in found.values()):
+        key = f"entity-{i}".encode()
+        keys = found[partition_of(key, partitions)]
+        if len(keys) < per_partition:
+            keys.append(key)
+        i += 1
+    return [found[p][n] for n in range(per_partition) for p in range(partitions)]
+
+
+def plan_keys(plan: LoadPlan) -> list[bytes]:
+    if plan.even_partitions is None:
+        return [f"entity-{i}".encode() for i in range(plan.keys)]
+    return even_keys(plan.even_partitions, plan.keys // plan.even_partitions)
 
 
 def load_examples(directory: Path) -> dict[str, dict[str, Any]]:
@@ -113,6 +145,7 @@ def build(plan: LoadPlan, examples: dict[str, dict[str, Any]], prefix: str) -> l
     rng = random.Random(plan.seed)
     names, weights = list(plan.mix), list(plan.mix.values())
     fresh: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
+    keys = plan_keys(plan)
     planned = []
     for i in range(plan.requests):
         name = rng.choices(names, weights)[0]
@@ -123,7 +156,6 @@ def build(plan: LoadPlan, examples: dict[str, dict[str, Any]], prefix: str) -> l
             earlier.append(body)
         event_id = f"bench-{prefix}-{i:06d}"
         request = {**body, "event_id": event_id}
-        key = f"entity-{i % plan.keys}".encode()
-        record = request_record(prefix, request, key, "/pocketvl/bench")
+        record = request_record(prefix, request, keys[i % len(keys)], "/pocketvl/bench")
         planned.append(Planned(event_id, str(request["domain"]), repeat, record))
     return planned
