@@ -47,7 +47,7 @@ def build(
     checkpoint: Path, tmp: Path, engine: str = "trtllm", *extra: str
 ) -> tuple[Path, Path, int]:
     out, engines = tmp / "repo", tmp / "engines"
-    argv = ["models", "build", str(checkpoint), "--engine", engine, "--out", str(out)]
+    argv = ["models", "build", "--engine", engine, str(checkpoint), "--out", str(out)]
     code = main([*argv, "--engines-dir", str(engines), *extra])
     return out, engines, code
 
@@ -138,9 +138,20 @@ def test_tensorrt_llm_names_are_the_pinned_releases(built: dict[str, tuple[Path,
         assert values["enable_kv_cache_reuse"] == "true" and values["max_beam_width"] == "1"
 
 
-def commands(script: Path) -> list[list[str]]:
-    lines = [line for line in script.read_text().splitlines() if line and line[0] != "#"]
-    return [shlex.split(line) for line in lines if not line.startswith("set ")]
+def commands(script: Path) -> tuple[list[str], list[str], list[str]]:
+    """The converter, trtllm-build and vision-builder command lines of a build script."""
+    text = script.read_text().splitlines()
+    lines = [shlex.split(line) for line in text if not line.startswith("#")]
+    found = {}
+    for argv in lines:
+        for key in ("convert_checkpoint.py", "trtllm-build", "build_multimodal_engine.py"):
+            if argv and any(word.endswith(key) for word in argv[:2]):
+                found[key] = argv
+    return (
+        found["convert_checkpoint.py"],
+        found["trtllm-build"],
+        found["build_multimodal_engine.py"],
+    )
 
 
 def flags(argv: list[str]) -> dict[str, str]:

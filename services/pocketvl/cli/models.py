@@ -109,9 +109,26 @@ def add_models_parser(sub: Any, handler: Callable[[argparse.Namespace], int]) ->
     models.set_defaults(func=handler)
 
 
+class _IntermixedParser(argparse.ArgumentParser):
+    """Lets the optional ``target`` follow options (``models build --engine trtllm DIR``):
+    plain argparse binds an optional positional to nothing at the first option."""
+
+    _mixing = False
+
+    def parse_known_args(self, args: Any = None, namespace: Any = None) -> Any:
+        if self._mixing:
+            return super().parse_known_args(args, namespace)
+        self._mixing = True
+        try:
+            return super().parse_known_intermixed_args(args, namespace)
+        finally:
+            self._mixing = False
+
+
 def _add_build_arguments(models: Any) -> None:
     """``models build --engine trtllm|torch CHECKPOINT_DIR`` (also uses --out, --kind,
     --dtype, --instances, --max-batch-size)."""
+    models.__class__ = _IntermixedParser
     models.add_argument(
         "--engine", choices=["torch", "trtllm"], help="build: which engine serves the model"
     )

@@ -31,6 +31,7 @@ TILE = 448
 # Paths inside the container (docker-compose mounts): the repository, checkpoints, engines
 # and a checkout of TensorRT-LLM's examples at the pinned tag.
 CHECKPOINTS, ENGINES, TRTLLM_SRC = "/checkpoints", "/engines", "/trtllm-src"
+VISION_VENV = f"{ENGINES}/.vision-venv"
 MODEL_PY = '''"""Generated Triton shell: the logic lives in pocketvl.serving.trtllm_model."""
 
 from pocketvl.serving.trtllm_model import TritonPythonModel
@@ -230,7 +231,7 @@ def build_script(
         "--max_multimodal_len", str(sizing.max_multimodal_len),
     ]  # fmt: skip
     vision = [
-        "python3", f"{examples}/multimodal/build_multimodal_engine.py",
+        f"{VISION_VENV}/bin/python", f"{examples}/multimodal/build_multimodal_engine.py",
         "--model_type", "internvl", "--model_path", ckpt, "--output_dir", f"{out}/vision",
         "--max_batch_size", str(sizing.vision_build_batch),
     ]  # fmt: skip
@@ -245,7 +246,10 @@ def build_script(
         "set -euo pipefail",
         shlex.join(convert),
         shlex.join(build),
-        "# The vision export follows TensorRT-LLM's InternVL notes (transformers 4.37.2).",
+        "# TensorRT-LLM's InternVL notes export the vision tower with transformers 4.37.2:",
+        "# a venv over the container's packages with that version (network needed once).",
+        f"[ -x {VISION_VENV}/bin/python ] || python3 -m venv --system-site-packages {VISION_VENV}",
+        f"{VISION_VENV}/bin/pip install --quiet transformers==4.37.2",
         shlex.join(vision),
     ]
     return "\n".join(lines) + "\n"
