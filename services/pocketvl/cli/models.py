@@ -33,6 +33,8 @@ def cmd_models(args: argparse.Namespace) -> int:
         return _cmd_routes()
     if args.action == "repository":
         return _cmd_repository(args)
+    if args.action == "build":
+        return _cmd_build(args)
     if args.action in ("verify", "fetch") and not args.target:
         what = "a checkpoint directory" if args.action == "verify" else "a catalog name"
         raise PocketvlError(f"models {args.action} needs {what} (see `pocketvl models list`)")
@@ -140,7 +142,8 @@ def _cmd_repository(args: argparse.Namespace) -> int:
 def add_models_parser(sub: Any, handler: Callable[[argparse.Namespace], int]) -> None:
     models = sub.add_parser("models", help="the checkpoint catalog and Triton models")
     models.add_argument(
-        "action", choices=["list", "routes", "fetch", "verify", "repository", "build-tiny"]
+        "action",
+        choices=["list", "routes", "fetch", "verify", "repository", "build", "build-tiny"],
     )
     models.add_argument("target", nargs="?", help="fetch: catalog name; verify: a directory")
     models.add_argument("--dest", default=".pocketvl/checkpoints", help="fetch: parent directory")
@@ -163,4 +166,62 @@ def add_models_parser(sub: Any, handler: Callable[[argparse.Namespace], int]) ->
     models.add_argument(
         "--check", action="store_true", help="repository: only say whether --out is up to date"
     )
+    _add_build_arguments(models)
     models.set_defaults(func=handler)
+
+
+class _IntermixedParser(argparse.ArgumentParser):
+    """Lets the optional ``target`` follow options (``models build --engine trtllm DIR``):
+    plain argparse binds an optional positional to nothing at the first option."""
+
+    _mixing = False
+
+    def parse_known_args(self, args: Any = None, namespace: Any = None) -> Any:
+        if self._mixing:
+            return super().parse_known_args(args, namespace)
+        self._mixing = True
+        try:
+            return super().parse_known_intermixed_args(args, namespace)
+        finally:
+            self._mixing = False
+
+
+def _add_build_arguments(models: Any) -> None:
+    """``models build --engine trtllm|torch CHECKPOINT_DIR`` (also uses --out, --kind,
+    --dtype, --instances, --max-batch-size)."""
+    models.__class__ = _IntermixedParser
+    models.add_argument(
+        "--engine", choices=["torch", "trtllm"], help="build: which engine serves the model"
+    )
+    models.add_argument(
+        "--engines-dir", default="engines", help="build --engine trtllm: where build.sh goes"
+    )
+
+
+def _cmd_build(args: argparse.Namespace) -> int:
+    if not args.target or not args.engine:
+        raise PocketvlError("models build needs --engine torch|trtllm and a checkpoint directory")
+    require_extra("serving", "models build")
+    from pocketvl.modeltools import build, repository, trtllm_repository
+
+    checkpoint, out = Path(args.target), Path(args.out)
+    if args.engine == "torch":
+        options = repository.RepositoryOptions(
+            kind=args.kind,
+            dtype=args.dtype,
+            instances=args.instances,
+            max_batch_size=args.max_batch_size,
+        )
+        built = build.build_torch(checkpoint, out, options)
+    else:
+        trt = trtllm_repository.TrtllmOptions(
+            max_batch_size=args.max_batch_size, bls_instances=args.instances
+        )
+        built = build.build_trtllm(checkpoint, out, Path(args.engines_dir), trt)
+    for path in built.model_dirs:
+        print(f"wrote {path}")
+    print(f"requests carry up to {built.tiles_per_request} tiles")
+    if built.script is not None:
+        print(f"wrote {built.script}: run it inside {trtllm_repository.TRITON_IMAGE}:")
+        print(built.script.read_text(), end="")
+    return 0
