@@ -22,6 +22,7 @@ RUNTIME_DIRS = {
     "engines": "pocketvl models build --engine trtllm (build.sh inside the container)",
     "trtllm-src": "git clone --branch v<pinned release> TensorRT-LLM (examples/ for the build)",
     "model_repository_gpu": "pocketvl models build --out model_repository_gpu",
+    "secrets": "deploy/compose/gen-secrets.sh (certificates and passwords, compose secrets)",
 }
 
 
