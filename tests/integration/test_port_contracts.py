@@ -214,6 +214,37 @@ def test_paused_and_resumed_partitions_deliver_every_record(settings: Settings) 
     assert len(seen) == 90
 
 
+def test_a_paused_partition_s_end_still_follows_the_broker(settings: Settings) -> None:
+    """Lag must grow while back-pressure (a Triton outage) pauses a partition: its end is
+    asked of the broker, since the fetcher no longer sees it. (One record per produce call:
+    tansu's ListOffsets answers the last batch's base offset + 1, not the log end, so only
+    single-record batches give the true end there; Apache Kafka answers the log end.)"""
+    kafka = settings.kafka
+    topic = f"{kafka.topic_prefix}.paused-ends.requests"
+    filled(kafka, topic, 1, [("k", f"v{i}") for i in range(3)])
+    source = KafkaRecordSource(kafka, [topic])
+    partition = Partition(topic, 0)
+    try:
+        seen = 0
+        for _ in range(200):
+            seen += len(source.poll(0.1))
+            if seen == 3 and source.highwaters().get(partition) == 3:
+                break
+        assert source.highwaters()[partition] == 3
+        source.pause({partition})
+        for i in range(5):
+            publish(kafka, [OutboundRecord(topic, b"k", f"late{i}".encode(), [])])
+        ends = []
+        for _ in range(100):  # the broker is asked every PAUSED_ENDS_EVERY_S (2 s)
+            assert source.poll(0.1) == []  # paused: nothing is fetched
+            ends.append(source.highwaters()[partition])
+            if ends[-1] == 8:
+                break
+        assert ends[-1] == 8, ends
+    finally:
+        source.close()
+
+
 def test_a_revocation_commits_what_the_worker_finished_before_the_partitions_move(
     settings: Settings,
 ) -> None:

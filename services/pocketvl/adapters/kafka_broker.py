@@ -43,6 +43,8 @@ _RECORD_REFUSALS = (
     InvalidRecordError,
     CorruptRecordError,
 )
+# How often the broker is asked for the end of paused partitions (their lag).
+PAUSED_ENDS_EVERY_S = 2.0
 # Room for the DLQ headers on top of a request value of kafka.max_message_bytes.
 DLQ_HEADROOM_BYTES = 64 * 1024
 
@@ -185,6 +187,8 @@ class KafkaRecordSource:
 
     def __init__(self, settings: KafkaSettings, topics: list[str]) -> None:
         self.consumer = _consumer(settings, [], settings.group_id)
+        self._paused_ends: dict[Any, int] = {}  # TopicPartition -> end, asked of the broker
+        self._paused_ends_at = -PAUSED_ENDS_EVERY_S
         self.rebalance = _Rebalance(self.consumer)
         self.consumer.subscribe(topics, listener=self.rebalance)
 
@@ -198,12 +202,32 @@ class KafkaRecordSource:
         self.consumer.resume(*(TopicPartition(*p) for p in partitions))
 
     def highwaters(self) -> dict[Partition, int]:
+        """Each assigned partition's end, as the fetcher last saw it. A paused partition is
+        not fetched, so its end would freeze while the backlog grows (a Triton outage is
+        exactly when lag matters): for those the broker is asked (ListOffsets), at most
+        every ``PAUSED_ENDS_EVERY_S``, on this (the loop's) thread, with a short timeout."""
+        assigned = self.consumer.assignment()
+        paused = set(self.consumer.paused()) & assigned
         ends = {}
-        for tp in self.consumer.assignment():
-            end = self.consumer.highwater(tp)
+        for tp in assigned:
+            end = self._paused_ends.get(tp) if tp in paused else None
+            if end is None:
+                end = self.consumer.highwater(tp)
             if end is not None:
                 ends[Partition(tp.topic, tp.partition)] = int(end)
+        self._refresh_paused_ends(paused)
         return ends
+
+    def _refresh_paused_ends(self, paused: set[Any]) -> None:
+        self._paused_ends = {tp: end for tp, end in self._paused_ends.items() if tp in paused}
+        now = time.monotonic()
+        if not paused or now - self._paused_ends_at < PAUSED_ENDS_EVERY_S:
+            return
+        self._paused_ends_at = now
+        try:
+            self._paused_ends.update(self.consumer.end_offsets(list(paused), timeout_ms=1000))
+        except KafkaError as exc:  # keep the last ends; the next round asks again
+            log.debug("end offsets of paused partitions not read: %s", exc)
 
     def on_revoke(self, callback: RevokeCallback) -> None:
         self.rebalance.revoke_callbacks.append(callback)
