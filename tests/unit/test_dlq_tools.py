@@ -22,6 +22,9 @@ from pocketvl.worker.envelope import InboundRecord, dlq_headers, dlq_record
 REQUESTS = "pv.medical.requests"
 
 
+TRACEPARENT = b"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+
+
 def dead(
     reason: str, retryable: bool, event_id: str = "e1", value: bytes | None = None, offset: int = 0
 ) -> DlqEntry:
@@ -35,7 +38,8 @@ def dead(
     )
     headers = dlq_headers(original, "infer", reason, "Triton said no | twice", 3, retryable)
     out = dlq_record(original, "pv.medical.dlq", headers)
-    return DlqEntry.of(InboundRecord(out.topic, 0, offset, out.key, out.value, out.headers))
+    traced = [*out.headers, ("traceparent", TRACEPARENT)]  # as Pipeline.dead_letter sends it
+    return DlqEntry.of(InboundRecord(out.topic, 0, offset, out.key, out.value, traced))
 
 
 def test_filters_combine_reason_event_id_and_time() -> None:
@@ -68,6 +72,7 @@ def test_a_retryable_record_is_replayed_with_its_bytes_key_and_an_attempt_count(
     headers = dict(plan.record.headers)
     assert headers[REPLAY_ATTEMPT] == b"1" and headers[REPLAY_OF] == b"pv.medical.dlq:0@0"
     assert headers["x-tenant"] == b"acme" and "dlq.reason" not in headers
+    assert headers["traceparent"] == TRACEPARENT  # the replay joins the failed record's trace
     # replayed again after failing again: the count goes on
     again = DlqEntry.of(
         InboundRecord(

@@ -127,7 +127,13 @@ def plan_replay(prefix: str, entry: DlqEntry, force: bool) -> Replay:
         return Replay(
             entry, None, f"{entry.reason} is not retryable (the same bytes fail again): --force"
         )
-    kept: Headers = [(k, v) for k, v in entry.record.headers if k.lower().startswith("x-")]
+    # x-* headers pass through; the trace context makes the replay part of the failed
+    # record's trace, so its new attempt is found beside the one that failed.
+    kept: Headers = [
+        (k, v)
+        for k, v in entry.record.headers
+        if k.lower().startswith("x-") or k.lower() in ("traceparent", "tracestate")
+    ]
     headers = [
         *kept,
         (REPLAY_ATTEMPT, str(entry.replays + 1).encode()),
