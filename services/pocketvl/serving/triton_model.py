@@ -73,18 +73,19 @@ class TritonPythonModel:
 
     def _parse(self, pb_utils: Any, request: Any) -> Any:
         from pocketvl.serving.engine import GenerationRequest
+        from pocketvl.serving.triton_inputs import model_inputs
 
         def tensor(spec: tc.TensorSpec) -> Any:
             found = pb_utils.get_input_tensor_by_name(request, spec.name)
-            return None if found is None else found.as_numpy().reshape(-1)
+            return None if found is None else found.as_numpy()
 
-        max_tiles = tensor(tc.MAX_TILES)
+        inputs = model_inputs(tensor)
         return GenerationRequest(
-            images=[bytes(i) for i in tensor(tc.IMAGES)],
-            question=bytes(tensor(tc.QUESTION)[0]).decode("utf-8"),
-            max_new_tokens=int(tensor(tc.MAX_NEW_TOKENS)[0]),
-            max_tiles=int(max_tiles[0])
-            if max_tiles is not None
+            images=inputs.images,
+            question=inputs.question,
+            max_new_tokens=inputs.max_new_tokens,
+            max_tiles=inputs.max_tiles
+            if inputs.max_tiles is not None
             else self.engine.info.max_dynamic_patch,
         )
 
