@@ -35,6 +35,7 @@ from PIL import Image
 from tests.support.examples import example
 from tests.support.samples import dicom_radiograph, multiband_tiff
 
+import pocketvl
 from bench.preprocess import camera_like, jpeg, machine
 from pocketvl.adapters import triton_client
 from pocketvl.contracts import triton as tc
@@ -53,6 +54,7 @@ RESULTS = Path(__file__).resolve().parent / "results" / "datapath.json"
 LIMITS = LimitSettings()
 # The encoded-image tensor the worker used to send (kept here only to measure it).
 _PNG_IMAGES = tc.TensorSpec("IMAGES", "TYPE_STRING", (-1,))
+_SERVICES = str(Path(pocketvl.__file__).resolve().parents[1])
 
 Shape = tuple[AnyRequest, list[LoadedImage], int]
 
@@ -189,6 +191,10 @@ def instance_scaling(requests: int = 24, concurrency: int = 4) -> dict[str, Any]
             config = (target / "config.pbtxt").read_text()
             config = config.replace('name: "preprocess_only"', f'name: "preprocess_x{count}"')
             (target / "config.pbtxt").write_text(config.replace("count: 1", f"count: {count}"))
+            # Triton's Python stub ignores PYTHONPATH (isolated interpreter): point it at the
+            # pocketvl this benchmark imports, or a checkout's stand-in would run another's.
+            shell = target / "1" / "model.py"
+            shell.write_text(f"import sys\nsys.path.insert(0, {_SERVICES!r})\n" + shell.read_text())
         models = ("preprocess_x1", "preprocess_x2")
         stack = LocalStack(Path(tmp) / "run", repo, Path(tmp), models, components=("triton",))
         with stack as state:

@@ -72,9 +72,18 @@ def test_the_vision_encoder_runs_once_over_every_tile_of_a_batch(
         return forward(pixel_values, *args, **kwargs)
 
     monkeypatch.setattr(tower, "forward", counting)
-    short = [r for r in mixed_requests() if r.max_tiles <= 2]  # one RoPE regime: one batch
-    engine.generate_batch(short)
-    assert calls == [1 + 3]  # 1 tile, then a 2x1 grid + thumbnail
+    requests = mixed_requests()
+    engine.generate_batch(requests)
+    tiles = [
+        len(tiles_uint8(image, r.max_tiles, engine.info.use_thumbnail))
+        for r in requests
+        for image in r.images
+    ]
+    assert sum(calls) == sum(tiles) == 1 + 1 + (1 + 4) + 4
+    if engine.rope_switch is None:  # nothing keeps these requests apart: one batch, one call
+        assert calls == [sum(tiles)]
+    else:  # one call per batch the RoPE regimes allow, never one per request or per image
+        assert len(calls) < len(requests)
 
 
 def test_tiles_normalised_on_the_device_equal_the_host_preprocessing() -> None:
