@@ -12,7 +12,11 @@ tensors, tile, normalise) are timed side by side for both data paths:
 Then the model's preprocessing runs behind a real Triton (the ``preprocess_only`` stand-in)
 with one instance and with two, under concurrent DriveLM-shaped requests: throughput with
 two over throughput with one shows whether the work spreads across instances.
-Results go to ``bench/results/datapath.json``; a Markdown table is printed.
+Last, CPU cores per GPU: this machine's CPU per request over an ESTIMATE of the GPU time per
+request (the FLOP floor of ``shared/reference/serving_and_consumption.md`` §3.2: ViT, projector
+and LLM prefill per tile at 40-50 % of an H100's dense BF16 peak; decoding left out, so the
+GPU time is a floor and the cores an upper bound). No GPU was measured.
+Results go to ``bench/results/datapath.json``; Markdown tables are printed.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import multiprocessing
 import shutil
 import statistics
 import tempfile
@@ -57,6 +62,16 @@ _PNG_IMAGES = tc.TensorSpec("IMAGES", "TYPE_STRING", (-1,))
 _SERVICES = str(Path(pocketvl.__file__).resolve().parents[1])
 
 Shape = tuple[AnyRequest, list[LoadedImage], int]
+
+# Estimates, not measurements: TFLOP per 448x448 tile (ViT 0.724 + projector + the LLM's
+# prefill of the tile's 256 tokens), the H100's dense BF16 peak, and the MFU range assumed.
+TFLOP_PER_TILE = {
+    "1b": 0.724 + 0.0023 + 0.183,
+    "2b": 0.724 + 0.0064 + 0.773,
+    "4b": 0.724 + 0.0113 + 1.855,
+}
+H100_BF16_TFLOPS = 989.0
+MFU = (0.4, 0.5)
 
 
 # --- the domain shapes ------------------------------------------------------------------------
@@ -174,7 +189,31 @@ def measure_shape(name: str, shape: Shape) -> dict[str, Any]:
     }
 
 
-def instance_scaling(requests: int = 24, concurrency: int = 4) -> dict[str, Any]:
+_FORKED: dict[str, tuple[Any, Any]] = {}  # what forked workers preprocess (no pickling)
+
+
+def _preprocess_forked(_: int) -> int:
+    return sum(len(preprocess_image(i, 12, threads=1)) for i in rgb_images(*_FORKED["input"]))
+
+
+def process_scaling(requests: int = 32) -> dict[str, Any]:
+    """Requests/s of the model's host preprocessing in one process and in two (Triton's
+    Python instances are processes): whether the work has anything that serialises it."""
+    composed = _compose(domain_shapes()["DriveLM 6x1600x900 JPEG"])
+    _FORKED["input"] = tc.pack_images(composed.images)
+    out: dict[str, Any] = {"requests": requests}
+    context = multiprocessing.get_context("fork")
+    for processes in (1, 2):
+        with context.Pool(processes) as pool:
+            pool.map(_preprocess_forked, range(processes))  # warm-up
+            start = time.perf_counter()
+            pool.map(_preprocess_forked, range(requests), chunksize=1)
+            out[f"processes_{processes}"] = round(requests / (time.perf_counter() - start), 2)
+    out["speedup_2_over_1"] = round(out["processes_2"] / out["processes_1"], 2)
+    return out
+
+
+def instance_scaling(requests: int = 48, concurrency: int = 4) -> dict[str, Any]:
     """Requests/s of the ``preprocess_only`` stand-in with one instance and with two."""
     from pocketvl.adapters.triton_client import TritonInference
     from pocketvl.devstack.paths import stand_in_repository
@@ -194,7 +233,9 @@ def instance_scaling(requests: int = 24, concurrency: int = 4) -> dict[str, Any]
             # Triton's Python stub ignores PYTHONPATH (isolated interpreter): point it at the
             # pocketvl this benchmark imports, or a checkout's stand-in would run another's.
             shell = target / "1" / "model.py"
-            shell.write_text(f"import sys\nsys.path.insert(0, {_SERVICES!r})\n" + shell.read_text())
+            future = "from __future__ import annotations\n"
+            path_line = f"{future}import sys\nsys.path.insert(0, {_SERVICES!r})\n"
+            shell.write_text(shell.read_text().replace(future, path_line, 1))
         models = ("preprocess_x1", "preprocess_x2")
         stack = LocalStack(Path(tmp) / "run", repo, Path(tmp), models, components=("triton",))
         with stack as state:
@@ -213,6 +254,33 @@ def instance_scaling(requests: int = 24, concurrency: int = 4) -> dict[str, Any]
             triton.close()
     out["speedup_2_over_1"] = round(out["preprocess_x2"] / out["preprocess_x1"], 2)
     return out
+
+
+def cores_per_gpu(row: dict[str, Any]) -> dict[str, dict[str, list[float]]]:
+    """Cores that keep one H100 busy with this shape: (worker + model host CPU ms) over the
+    estimated GPU ms per request, for each model size; and the GPU ms range used."""
+    cpu_ms = row["worker_after"]["cpu_ms"] + row["model_after_gpu_host"]["cpu_ms"]
+    out = {}
+    for size, tflop in TFLOP_PER_TILE.items():
+        fast, slow = (row["tiles"] * tflop / (H100_BF16_TFLOPS * m) * 1e3 for m in MFU[::-1])
+        out[size] = {
+            "gpu_ms_estimate": [round(fast, 1), round(slow, 1)],
+            "cores": [round(cpu_ms / slow, 1), round(cpu_ms / fast, 1)],
+        }
+    return out
+
+
+def print_cores(rows: list[dict[str, Any]]) -> None:
+    print("\n| shape | CPU ms (worker + model host) | 1B cores/GPU | 2B cores/GPU | 4B cores/GPU |")
+    print("|---|---:|---:|---:|---:|")
+    for r in rows:
+        cpu = r["worker_after"]["cpu_ms"] + r["model_after_gpu_host"]["cpu_ms"]
+        cells = [
+            "{:.1f}-{:.1f}".format(*r["cores_per_h100_estimate"][size]["cores"])
+            for size in TFLOP_PER_TILE
+        ]
+        print(f"| {r['shape']} | {cpu:.0f} | " + " | ".join(cells) + " |")
+    print("\nGPU time per request is an ESTIMATE (FLOP floor, 40-50 % MFU on an H100, no decode).")
 
 
 def print_table(rows: list[dict[str, Any]], scaling: dict[str, Any]) -> None:
@@ -248,7 +316,10 @@ def main() -> None:
     torch.set_num_threads(1)  # the model side's normalise: no OpenMP threads left spinning
     before = machine()
     rows = [measure_shape(name, shape) for name, shape in domain_shapes().items()]
+    for row in rows:
+        row["cores_per_h100_estimate"] = cores_per_gpu(row)
     scaling = instance_scaling()
+    scaling["host_processes"] = process_scaling()
     report = {
         "machine": before,
         "load_average_after": machine()["load_average"],
@@ -259,6 +330,7 @@ def main() -> None:
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(report, indent=2) + "\n")
     print_table(rows, scaling)
+    print_cores(rows)
     print(f"\nwritten to {RESULTS}")
 
 
