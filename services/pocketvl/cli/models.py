@@ -59,6 +59,7 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 def _cmd_repository(args: argparse.Namespace) -> int:
     from pocketvl.modeltools import repository as model_repo
+    from pocketvl.modeltools.sizing import SizingError
 
     options = model_repo.RepositoryOptions(
         kind=args.kind,
@@ -75,7 +76,11 @@ def _cmd_repository(args: argparse.Namespace) -> int:
             return 1
         print(f"{args.out}: up to date")
         return 0
-    for path in model_repo.write_repository(Path(args.out), options):
+    try:
+        written = model_repo.write_repository(Path(args.out), options)
+    except SizingError as exc:
+        raise PocketvlError(str(exc)) from exc
+    for path in written:
         print(f"wrote {path}")
     return 0
 

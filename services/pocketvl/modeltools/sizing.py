@@ -106,10 +106,11 @@ def max_batch_size(
         shape, dtype_bytes, request_tiles(max_tiles), max_new_tokens, text_tokens
     )
     if free < one:
+        smaller = ", or bfloat16" if dtype_bytes > 2 else ""
         raise SizingError(
             f"{size} in {budget.dtype} with {request_tiles(max_tiles)} tiles per request needs "
             f"{(shape.parameters * dtype_bytes + budget.workspace_gib * GIB + one) / GIB:.1f} "
             f"GiB per instance; {share / GIB:.1f} GiB is its share: use fewer instances per "
-            "GPU, a larger GPU, or bfloat16"
+            f"GPU or a larger GPU{smaller}"
         )
     return min(budget.max_batch_size_cap, int(free // one))
