@@ -92,3 +92,11 @@ def test_tiles_normalised_on_the_device_equal_the_host_preprocessing() -> None:
     expected = preprocess_image(image, 6)
     got = normalize_tiles(tiles, torch.float32).numpy()
     assert got.dtype == np.float32 and np.array_equal(got, expected)
+
+
+def test_each_row_is_done_at_its_own_budget_so_the_batch_ends_with_its_longest() -> None:
+    from pocketvl.serving.engine import _RowBudgets
+
+    done = _RowBudgets(prompt_width=5, budgets=[1, 3], device=torch.device("cpu"))
+    assert done(torch.zeros(2, 6, dtype=torch.long), None).tolist() == [True, False]
+    assert done(torch.zeros(2, 8, dtype=torch.long), None).tolist() == [True, True]
