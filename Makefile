@@ -50,6 +50,7 @@ test: setup lint
 bench: setup
 	$(BIN)/pocketvl bench --out bench/results
 	$(BIN)/python -m bench.preprocess
+	$(BIN)/python -m bench.datapath
 	$(BIN)/python -m bench.memory
 	$(BIN)/python -m bench.engine
 

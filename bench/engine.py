@@ -11,6 +11,7 @@ its full token budget. Needs CUDA by default; without it the run is skipped with
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import platform
 import statistics
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from PIL import Image
 from tests.support.samples import road_scene, satellite_tile
 
 from pocketvl.modeltools.catalog import SIZES
@@ -32,24 +34,20 @@ from pocketvl.vision.stitch import CAMERAS, stitch_drivelm_views
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def _workloads() -> dict[str, tuple[bytes, int]]:
-    import io
-
-    from PIL import Image
-
+def _workloads() -> dict[str, tuple[Image.Image, int]]:
     views = {
         name: Image.open(io.BytesIO(road_scene(i, (1600, 900)))) for i, name in enumerate(CAMERAS)
     }
-    buffer = io.BytesIO()
-    stitch_drivelm_views(views).save(buffer, format="JPEG", quality=90)
+    with Image.open(io.BytesIO(satellite_tile(1, (448, 448)))) as tile:
+        single = tile.convert("RGB")
     return {
-        "drivelm_13_tiles": (buffer.getvalue(), 12),
-        "single_tile": (satellite_tile(1, (448, 448)), 1),
+        "drivelm_13_tiles": (stitch_drivelm_views(views), 12),
+        "single_tile": (single, 1),
     }
 
 
 def _measure(
-    engine: InternVLEngine, image: bytes, tiles: int, batch: int, new_tokens: int
+    engine: InternVLEngine, image: Image.Image, tiles: int, batch: int, new_tokens: int
 ) -> dict[str, Any]:
     requests = [
         GenerationRequest([image], f"Describe scene {i}.", new_tokens, tiles) for i in range(batch)

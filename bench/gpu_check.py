@@ -44,15 +44,18 @@ RESULTS = Path(__file__).resolve().parent / "results"
 SLOW_S = 30.0  # stop growing the batch once one run takes this long
 
 
-def shapes() -> dict[str, tuple[bytes, int, int]]:
-    """name -> (encoded image, max tiles, tiles it makes)."""
-    views = {n: Image.open(io.BytesIO(road_scene(i, (1600, 900)))) for i, n in enumerate(CAMERAS)}
-    buffer = io.BytesIO()
-    stitch_drivelm_views(views).save(buffer, format="JPEG", quality=90)
+def _rgb(data: bytes) -> Image.Image:
+    with Image.open(io.BytesIO(data)) as image:
+        return image.convert("RGB")
+
+
+def shapes() -> dict[str, tuple[Image.Image, int, int]]:
+    """name -> (the RGB image the worker would send, max tiles, tiles it makes)."""
+    views = {n: _rgb(road_scene(i, (1600, 900))) for i, n in enumerate(CAMERAS)}
     return {
-        "drivelm_2688x896": (buffer.getvalue(), 12, 13),
-        "rs_dior_800x800": (satellite_tile(1, (800, 800)), 12, 5),
-        "rs_vqa_256x256": (satellite_tile(2, (256, 256)), 12, 1),
+        "drivelm_2688x896": (stitch_drivelm_views(views), 12, 13),
+        "rs_dior_800x800": (_rgb(satellite_tile(1, (800, 800))), 12, 5),
+        "rs_vqa_256x256": (_rgb(satellite_tile(2, (256, 256))), 12, 1),
     }
 
 
@@ -116,7 +119,7 @@ def vision_rows(engine: InternVLEngine, size: str, batches: list[int], peak: flo
 
 
 def request_rows(
-    engine: InternVLEngine, size: str, shape: tuple[bytes, int, int], args: argparse.Namespace
+    engine: InternVLEngine, size: str, shape: tuple[Image.Image, int, int], args: argparse.Namespace
 ) -> Any:
     image, max_tiles, tiles = shape
     cuda = engine.device.type == "cuda"

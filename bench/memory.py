@@ -2,7 +2,8 @@
 
 Run ``make bench`` (or ``python -m bench.memory``). Each case runs in a fresh process:
 imports, settings and a small warm-up request first, then one request through the worker's
-own path (fetch from a ``file://`` reference, decode, compose, PNG encode for Triton). The
+own path (fetch from a ``file://`` reference, decode, compose, pack the RGB tensor for
+Triton). The
 figure is the growth of the process's peak resident set (``ru_maxrss``) over the warm-up
 peak: what one such request in flight adds, which the concurrent core sizes its memory
 budget with. Results go to ``bench/results/memory.json``.
@@ -133,6 +134,7 @@ def child(path: str, media_type: str) -> None:
     """One measurement in this (fresh) process; prints a JSON line."""
     from pocketvl.adapters.claim_check import image_stores
     from pocketvl.contracts.messages import REQUEST_ADAPTER
+    from pocketvl.contracts.triton import pack_images
     from pocketvl.domains.compose import prepare_inputs
     from pocketvl.settings import ImageStoreSettings, LimitSettings
     from pocketvl.worker.images import ImageFetcher
@@ -152,8 +154,9 @@ def child(path: str, media_type: str) -> None:
             before = _status_mb("VmRSS")
         images = loader.load_all(request.images)
         composed = prepare_inputs(request, images, limits)
-        sent = sum(len(png) for png in composed.images)
-        del images, composed
+        pixels, _ = pack_images(composed.images)  # the adapter's one flat copy
+        sent = composed.payload_bytes
+        del images, composed, pixels
     figures = {"baseline_mb": round(before, 1), "peak_mb": round(_status_mb("VmHWM"), 1)}
     print(json.dumps({**figures, "sent_bytes": sent}))
 
@@ -177,7 +180,7 @@ def measure(name: str, media_type: str, data: bytes) -> dict[str, Any]:
         "input": name,
         "file_mb": round(len(data) / 2**20, 1),
         "peak_growth_mb": round(growth, 1),
-        "png_sent_to_triton_mb": round(figures["sent_bytes"] / 2**20, 1),
+        "rgb_sent_to_triton_mb": round(figures["sent_bytes"] / 2**20, 1),
         **figures,
     }
 
@@ -196,11 +199,11 @@ def main() -> None:
     }
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"{'input':40} {'file MB':>8} {'peak +MB':>9} {'PNG to Triton MB':>17}")
+    print(f"{'input':40} {'file MB':>8} {'peak +MB':>9} {'RGB to Triton MB':>17}")
     for row in rows:
         print(
             f"{row['input']:40} {row['file_mb']:>8} {row['peak_growth_mb']:>9} "
-            f"{row['png_sent_to_triton_mb']:>17}"
+            f"{row['rgb_sent_to_triton_mb']:>17}"
         )
     print(f"wrote {RESULTS}")
 

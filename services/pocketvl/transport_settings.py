@@ -124,6 +124,6 @@ class TritonSettings(Section):
     outage_budget_s: float = Field(default=900.0, gt=0)
     backoff_initial_s: float = Field(default=0.2, ge=0)
     backoff_max_s: float = Field(default=5.0, ge=0)
-    # One image at the default pixel cap (40 MP RGB) is at most ~121 MB as PNG, even when
-    # it does not compress at all: it must fit in one call.
+    # Images travel as raw RGB: one image at the default pixel cap (40 MP) is 120 MB, and it
+    # must fit in one call.
     max_grpc_message_bytes: int = Field(default=160 * 1024 * 1024, ge=4 * 1024 * 1024)

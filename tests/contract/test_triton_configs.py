@@ -9,6 +9,7 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
 from pocketvl.contracts import triton as tc
+from pocketvl.modeltools.repository import RepositoryOptions, write_repository
 from tests.conftest import REPO
 
 # The served models, and the benchmark's stand-ins (echo, fixed_latency): the same contract.
@@ -39,11 +40,12 @@ def mismatches(config: model_config_pb2.ModelConfig, model_dir: Path) -> list[st
                 model_config_pb2.DataType.Name(t.data_type),
                 tuple(t.dims),
                 getattr(t, "optional", False),
+                getattr(t, "allow_ragged_batch", False),
             )
             for t in declared
         }
         for spec in specs:
-            want = (spec.data_type, spec.dims, spec.optional)
+            want = (spec.data_type, spec.dims, spec.optional, spec.ragged)
             if got.pop(spec.name, None) != want:
                 problems.append(f"{spec.name} must be {want}")
         problems += [f"{name} is not in the contract" for name in got]
@@ -60,6 +62,7 @@ def test_config_matches_the_tensor_contract(path: Path) -> None:
     [
         (('MAX_TILES" data_type: TYPE_INT32', 'MAX_TILES" data_type: TYPE_STRING'), "MAX_TILES"),
         (("dims: [ 1 ] optional: true", "dims: [ 2 ] optional: true"), "must be"),
+        ((" allow_ragged_batch: true", ""), "PIXELS"),
         (('backend: "python"', 'backend: "onnxruntime"'), "Python-backend"),
     ],
 )
@@ -75,3 +78,25 @@ def test_a_config_that_breaks_the_contract_is_caught(
         original.replace(edit[0], edit[1], 1), model_config_pb2.ModelConfig()
     )
     assert any(problem in line for line in mismatches(config, model_dir))
+
+
+def test_the_generated_gpu_profile_meets_the_contract_with_a_batch_sized_to_memory(
+    tmp_path: Path,
+) -> None:
+    options = RepositoryOptions(kind="gpu", dtype="bfloat16", gpu_memory_gib=80)
+    write_repository(tmp_path, options)
+    batches = {}
+    for path in sorted(tmp_path.glob("*/config.pbtxt")):
+        config = parse(path)
+        assert mismatches(config, path.parent) == []
+        batches[config.name] = config.max_batch_size
+        if config.name.startswith("mini_"):
+            (group,) = config.instance_group
+            assert group.kind == model_config_pb2.ModelInstanceGroup.KIND_GPU
+            assert config.parameters["dtype"].string_value == "bfloat16"
+    # A bigger LLM (a larger KV cache per token) gets a smaller batch on the same GPU.
+    assert (
+        batches["mini_internvl2_4b_da_drivelm"]
+        < batches["mini_internvl2_2b_da_drivelm"]
+        <= batches["mini_internvl2_1b_da_drivelm"]
+    )

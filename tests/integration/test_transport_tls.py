@@ -14,6 +14,7 @@ import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 from pydantic import SecretStr
 
@@ -183,7 +184,7 @@ def test_triton_over_mutual_tls(tls_triton: str, certs: Certificates) -> None:
     inference = TritonInference(_triton_settings(certs, tls_triton))
     try:
         assert inference.ready("echo")
-        result = inference.generate("echo", [b"\x89PNG not decoded"], "over TLS?", 4, 1)
+        result = inference.generate("echo", [np.zeros((2, 2, 3), np.uint8)], "over TLS?", 4, 1)
         assert result.text == "over TLS?"
         assert inference.parameters("echo") == {"checkpoint": "none (a stand-in)", "delay_ms": "0"}
     finally:

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import io
 from concurrent.futures import ThreadPoolExecutor
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from pocketvl.adapters.triton_client import TritonInference
+from pocketvl.contracts.triton import RgbImage
 from pocketvl.devstack.paths import TINY_MODELS
 from pocketvl.settings import Settings
 from pocketvl.worker.ports import GenerationResult
@@ -14,7 +18,14 @@ from tests.support.samples import chest_xray, road_scene, satellite_tile
 
 pytestmark = pytest.mark.integration
 
-IMAGES = [road_scene(11), satellite_tile(12), chest_xray(13), road_scene(14)]
+
+def rgb(data: bytes) -> RgbImage:
+    with Image.open(io.BytesIO(data)) as image:
+        return np.asarray(image.convert("RGB"))
+
+
+# Requests of different sizes: the batcher may still group them (ragged inputs).
+IMAGES = [rgb(road_scene(11)), rgb(satellite_tile(12)), rgb(chest_xray(13)), rgb(road_scene(14))]
 
 
 def ask(triton: TritonInference, model: str, index: int) -> GenerationResult:

@@ -98,13 +98,15 @@ def test_offsets_are_committed_so_a_restarted_worker_does_not_reprocess(settings
 
 
 def test_triton_rejects_a_bad_image_for_that_request_only(settings: Settings) -> None:
+    import numpy as np
+
     from pocketvl.errors import InferenceError, InferenceUnavailable
 
     triton = TritonInference(settings.triton)
     with pytest.raises(InferenceError) as info:
-        triton.generate(MODEL, [b"not an image"], "Q", 4, 1)
+        triton.generate(MODEL, [np.zeros((0, 5, 3), np.uint8)], "Q", 4, 1)
     assert not isinstance(info.value, InferenceUnavailable)
-    assert "ImageDecodeError" in str(info.value)
+    assert "ImageTensorError" in str(info.value) and "empty image" in str(info.value)
     with pytest.raises(InferenceUnavailable, match=r"no_such_model"):
         triton.model_version("no_such_model")
     triton.close()

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
+from pocketvl.contracts.triton import RgbImage
 from pocketvl.errors import InferenceError, RecordRefused
 from pocketvl.worker.envelope import InboundRecord, OutboundRecord
 from pocketvl.worker.ports import CachedResult, GenerationResult, Partition
@@ -49,7 +50,7 @@ class ScriptedInference:
         self.text = text
         self.errors = list(errors or [])
         self.calls: list[tuple[str, int, str, int, int]] = []
-        self.images: list[list[bytes]] = []
+        self.images: list[list[RgbImage]] = []
         self.capacities: dict[str, int] = {}
 
     def capacity(self, model: str) -> int | None:
@@ -62,7 +63,12 @@ class ScriptedInference:
         return "1"
 
     def generate(
-        self, model: str, images: list[bytes], question: str, max_new_tokens: int, max_tiles: int
+        self,
+        model: str,
+        images: list[RgbImage],
+        question: str,
+        max_new_tokens: int,
+        max_tiles: int,
     ) -> GenerationResult:
         self.calls.append((model, len(images), question, max_new_tokens, max_tiles))
         self.images.append(images)

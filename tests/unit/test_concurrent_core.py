@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from pocketvl.contracts.triton import RgbImage
 from pocketvl.settings import Route, WorkerSettings
 from pocketvl.worker.envelope import InboundRecord
 from pocketvl.worker.loop import Worker
@@ -46,7 +47,12 @@ class TimedInference:
         return "1"
 
     def generate(
-        self, model: str, images: list[bytes], question: str, max_new_tokens: int, max_tiles: int
+        self,
+        model: str,
+        images: list[RgbImage],
+        question: str,
+        max_new_tokens: int,
+        max_tiles: int,
     ) -> GenerationResult:
         with self.lock:
             self.running += 1

@@ -38,7 +38,7 @@ def composed(request: dict[str, Any]) -> tuple[list[bytes], str]:
     decoded = decode_request(json.dumps(request).encode(), str(request["domain"]))
     fetcher = ImageFetcher(settings.limits, image_stores(settings.image_store))
     inputs = prepare_inputs(decoded, fetcher.load_all(decoded.images), settings.limits)
-    return inputs.images, inputs.question
+    return [image.tobytes() for image in inputs.images], inputs.question
 
 
 @pytest.mark.parametrize("name", sorted(EXAMPLES))

@@ -15,6 +15,7 @@ from pydicom.uid import RLELossless
 
 from pocketvl.errors import ImageError
 from pocketvl.media import MEDIA_TYPES, DecodeOptions, decode_media
+from pocketvl.media.options import RGB_WORK_BYTES_PER_PIXEL as RGB_WORK
 from pocketvl.media.video import sample_indices
 from tests.support import media_samples as samples
 from tests.support.media_samples import OPTIONS, pixels, refused
@@ -299,14 +300,18 @@ def test_invalid_options_are_image_errors() -> None:
 @pytest.mark.parametrize(
     ("media_type", "data", "expected"),
     [
-        ("image/png", samples.encode(samples.halves(32, 16), "PNG"), 32 * 16 * 8),
+        ("image/png", samples.encode(samples.halves(32, 16), "PNG"), 32 * 16 * RGB_WORK),
         # 4 bands of 16 bits decoded, then the RGB work
-        ("image/tiff", samples.tiff_bytes(samples.four_band_ramps(), "separate"), 16 * 16 * 16),
+        (
+            "image/tiff",
+            samples.tiff_bytes(samples.four_band_ramps(), "separate"),
+            16 * 16 * (8 + RGB_WORK),
+        ),
         # the stored 16-bit frame, its float window, then the RGB work
         (
             "application/dicom",
             samples.dicom_bytes(np.zeros((16, 16), np.uint16)),
-            16 * 16 * (2 + 4 + 8),
+            16 * 16 * (2 + 4 + RGB_WORK),
         ),
     ],
 )
@@ -331,4 +336,4 @@ def test_a_tiff_decoded_by_pillow_reserves_its_rgb_work_once() -> None:
     asked: list[int] = []
     data = samples.encode(samples.halves(32, 16), "TIFF", compression="tiff_lzw")
     decode_media(data, "image/tiff", DecodeOptions(max_pixels=1_000_000, reserve=asked.append))
-    assert asked == [32 * 16 * 3, 32 * 16 * 8]  # the decoded samples, then the RGB work
+    assert asked == [32 * 16 * 3, 32 * 16 * RGB_WORK]  # the decoded samples, then the RGB work

@@ -15,6 +15,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from PIL import Image
 
 from pocketvl.errors import CacheUnavailable, InferenceError, InferenceUnavailable
+from pocketvl.media.options import RGB_WORK_BYTES_PER_PIXEL
 from pocketvl.settings import Settings
 from pocketvl.worker.caching import NoResultCache
 from pocketvl.worker.envelope import InboundRecord
@@ -321,7 +322,7 @@ def test_concurrent_requests_decode_within_the_memory_budget_and_release_it() ->
     pipeline = make_pipeline(inference)
     image = example("medical")["images"][0]["data_b64"]
     width, height = Image.open(io.BytesIO(base64.b64decode(image))).size
-    frame = width * height * 8  # the example's one image, at 8 bytes per pixel
+    frame = width * height * RGB_WORK_BYTES_PER_PIXEL  # the example's one image
     pipeline.memory = budget = MemoryBudget(frame)
     peak, lock = [0], threading.Lock()
     reserve = budget.reserve

@@ -9,6 +9,7 @@ answers equal the PyTorch engine's.
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import sys
 from pathlib import Path
@@ -17,6 +18,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from pocketvl.contracts import triton as tc
 from pocketvl.contracts.trtllm_stages import LLM_INPUTS, NUMPY_TYPES, VISION_INPUT, VISION_OUTPUT
@@ -58,11 +60,11 @@ def test_image_context_ids_become_prompt_table_rows_tagged_by_image() -> None:
 
 
 def test_extra_id_follows_the_picture_and_its_tiles_and_is_never_zero() -> None:
-    a, b = road_scene(1), road_scene(2)
+    a, b = rgb(road_scene(1)), rgb(road_scene(2))
     assert image_extra_id(a, 13) == image_extra_id(a, 13)
     assert image_extra_id(a, 13) != image_extra_id(b, 13)
     assert image_extra_id(a, 13) != image_extra_id(a, 7)
-    assert all(image_extra_id(bytes([i]), 1) != 0 for i in range(256))
+    assert all(image_extra_id(Image.new("RGB", (1, 1), (i, 0, 0)), 1) != 0 for i in range(256))
 
 
 def test_finish_cuts_at_the_separator_and_counts_it() -> None:
@@ -201,10 +203,22 @@ def _triton_model(tiny_engine: InternVLEngine, monkeypatch: pytest.MonkeyPatch) 
     return model
 
 
-def _request(images: list[bytes], question: str, new: int, tiles: int) -> Any:
+def rgb(data: bytes) -> Image.Image:
+    """A test picture decoded as the worker sends it: RGB pixels."""
+    with Image.open(io.BytesIO(data)) as image:
+        return image.convert("RGB")
+
+
+def _request(images: list[Image.Image], question: str, new: int, tiles: int) -> Any:
+    pixels, shapes = tc.pack_images([np.asarray(image) for image in images])
+    return _tensors(pixels, shapes, question, new, tiles)
+
+
+def _tensors(pixels: Any, shapes: Any, question: str, new: int, tiles: int) -> Any:
     return fake_pb_utils.FakeRequest(
         {
-            tc.IMAGES.name: np.array([images], dtype=np.object_),
+            tc.PIXELS.name: pixels[None],
+            tc.IMAGE_SHAPES.name: shapes[None],
             tc.QUESTION.name: np.array([[question.encode()]], dtype=np.object_),
             tc.MAX_NEW_TOKENS.name: np.array([[new]], dtype=np.int32),
             tc.MAX_TILES.name: np.array([[tiles]], dtype=np.int32),
@@ -217,11 +231,13 @@ def test_the_bls_model_answers_as_the_pytorch_engine(
 ) -> None:
     model = _triton_model(tiny_engine, monkeypatch)
     cases = [
-        ([road_scene(3, (896, 448))], "What is ahead?", 12, 6),
-        ([satellite_tile(1), satellite_tile(2)], "Compare the two.", 10, 1),
-        ([satellite_tile(4, (448, 448))], "Land use?", 1, 12),
+        ([rgb(road_scene(3, (896, 448)))], "What is ahead?", 12, 6),
+        ([rgb(satellite_tile(1)), rgb(satellite_tile(2))], "Compare the two.", 10, 1),
+        ([rgb(satellite_tile(4, (448, 448)))], "Land use?", 1, 12),
     ]
-    requests = [_request(*case) for case in cases] + [_request([b"not an image"], "?", 4, 1)]
+    # pixels that do not fill the shapes they claim: that request fails alone
+    malformed = _tensors(np.zeros(5, np.uint8), np.array([[1, 1]], np.int32), "?", 4, 1)
+    requests = [_request(*case) for case in cases] + [malformed]
     responses = asyncio.run(model.execute(requests))
     for case, reply in zip(cases, responses, strict=False):
         want = tiny_engine.generate(*case)
@@ -231,13 +247,13 @@ def test_the_bls_model_answers_as_the_pytorch_engine(
             int(reply.output(tc.GENERATED_TOKENS.name)[0, 0]),
         )
         assert got == want
-    assert responses[-1].has_error() and "decode" in responses[-1].error.message()
+    assert responses[-1].has_error() and "IMAGE_SHAPES" in responses[-1].error.message()
 
 
 def test_prepare_tokenises_as_the_pytorch_engine(tiny_engine: InternVLEngine) -> None:
     ids = token_ids(tiny_engine.tokenizer, tiny_engine.info)
     request = GenerationRequest(
-        [road_scene(5, (1344, 448)), road_scene(5, (1344, 448))], "Q?", 4, 3
+        [rgb(road_scene(5, (1344, 448))), rgb(road_scene(5, (1344, 448)))], "Q?", 4, 3
     )
     prepared = prepare(
         request, tiny_engine.info, ids, lambda p: tiny_engine.tokenizer(p)["input_ids"]

@@ -14,6 +14,7 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
+from pocketvl.contracts.triton import RgbImage
 from pocketvl.errors import ImageUnavailable, InferenceError, InferenceUnavailable
 from pocketvl.telemetry import WorkerMetrics, observe_worker
 from pocketvl.worker.images import LoadedImage
@@ -201,7 +202,7 @@ class GatedInference(ScriptedInference):
         self.gate = threading.Event()
 
     def generate(
-        self, model: str, images: list[bytes], question: str, max_new_tokens: int, max_tiles: int
+        self, model: str, images: list[RgbImage], question: str, max_new_tokens: int, max_tiles: int
     ) -> GenerationResult:
         assert self.gate.wait(30), "the test never opened the gate"
         return super().generate(model, images, question, max_new_tokens, max_tiles)

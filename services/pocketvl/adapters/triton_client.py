@@ -47,6 +47,12 @@ def _bytes_input(spec: tc.TensorSpec, values: list[bytes]) -> Any:
     return tensor
 
 
+def _array_input(spec: tc.TensorSpec, values: np.ndarray[Any, Any]) -> Any:
+    tensor = grpcclient.InferInput(spec.name, [1, *values.shape], spec.client_dtype)
+    tensor.set_data_from_numpy(values[np.newaxis])
+    return tensor
+
+
 def _int_input(spec: tc.TensorSpec, value: int) -> Any:
     tensor = grpcclient.InferInput(spec.name, [1, 1], spec.client_dtype)
     tensor.set_data_from_numpy(np.array([[value]], dtype=np.int32))
@@ -148,10 +154,17 @@ class TritonInference:
         return {str(k): str(v.get("string_value", "")) for k, v in params.items()}
 
     def generate(
-        self, model: str, images: list[bytes], question: str, max_new_tokens: int, max_tiles: int
+        self,
+        model: str,
+        images: list[tc.RgbImage],
+        question: str,
+        max_new_tokens: int,
+        max_tiles: int,
     ) -> GenerationResult:
+        pixels, shapes = tc.pack_images(images)
         inputs = [
-            _bytes_input(tc.IMAGES, images),
+            _array_input(tc.PIXELS, pixels),
+            _array_input(tc.IMAGE_SHAPES, shapes),
             _bytes_input(tc.QUESTION, [question.encode()]),
             _int_input(tc.MAX_NEW_TOKENS, max_new_tokens),
             _int_input(tc.MAX_TILES, max_tiles),

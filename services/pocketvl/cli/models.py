@@ -119,6 +119,7 @@ _ROUTE_COLUMNS = ("route", "role", "share", "Triton model", "checkpoint", "readi
 
 def _cmd_repository(args: argparse.Namespace) -> int:
     from pocketvl.modeltools import repository as model_repo
+    from pocketvl.modeltools.sizing import SizingError
 
     options = model_repo.RepositoryOptions(
         kind=args.kind,
@@ -126,6 +127,7 @@ def _cmd_repository(args: argparse.Namespace) -> int:
         instances=args.instances,
         max_batch_size=args.max_batch_size,
         dummy_weights=args.dummy_weights,
+        gpu_memory_gib=args.gpu_memory_gib,
     )
     if args.check:
         stale = model_repo.repository_drift(Path(args.out), options)
@@ -134,7 +136,11 @@ def _cmd_repository(args: argparse.Namespace) -> int:
             return 1
         print(f"{args.out}: up to date")
         return 0
-    for path in model_repo.write_repository(Path(args.out), options):
+    try:
+        written = model_repo.write_repository(Path(args.out), options)
+    except SizingError as exc:
+        raise PocketvlError(str(exc)) from exc
+    for path in written:
         print(f"wrote {path}")
     return 0
 
@@ -163,6 +169,12 @@ def add_models_parser(sub: Any, handler: Callable[[argparse.Namespace], int]) ->
     models.add_argument("--instances", type=int, default=1)
     models.add_argument("--max-batch-size", type=int, default=4)
     models.add_argument("--dummy-weights", action="store_true", help="random full-size weights")
+    models.add_argument(
+        "--gpu-memory-gib",
+        type=float,
+        help="repository: size each model's max_batch_size to this much GPU memory "
+        "(overrides --max-batch-size; with --kind gpu)",
+    )
     models.add_argument(
         "--check", action="store_true", help="repository: only say whether --out is up to date"
     )

@@ -4,18 +4,20 @@
 - ``video_frames``: the clip's frames, one tile each, introduced as ``Frame1: <image>`` lines;
 - ``as_decoded``: the image(s) as decoded.
 
-Frames go to Triton as lossless PNG, so the model sees exactly the decoded pixels.
+Images go to Triton as their decoded RGB pixels (``contracts.triton``): the model tiles
+exactly what was decoded here, and nothing is encoded only to be decoded again.
 """
 
 from __future__ import annotations
 
-import io
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
 
+import numpy as np
 from PIL import Image, ImageFont
 
+from pocketvl.contracts import triton as tc
 from pocketvl.contracts.common import DecodeParams
 from pocketvl.contracts.messages import AnyRequest
 from pocketvl.domains.registry import REGISTRY
@@ -33,10 +35,15 @@ from pocketvl.vision.stitch import (
 
 @dataclass(frozen=True)
 class Composed:
-    images: list[bytes]  # PNG files, in prompt order
+    images: list[tc.RgbImage]  # decoded RGB pixels, in prompt order
     question: str  # the user text; carries <image> placeholders when the layout needs them
     max_tiles: int | None  # a cap the composition imposes (None: the route's)
     context: ParseContext
+
+    @property
+    def payload_bytes(self) -> int:
+        """What the images add to the Triton request."""
+        return tc.packed_bytes(self.images)
 
 
 @cache
@@ -44,10 +51,8 @@ def _label_font() -> ImageFont.FreeTypeFont:
     return load_label_font()
 
 
-def _png(image: Image.Image) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG", compress_level=1)  # fast; lossless either way
-    return buffer.getvalue()
+def _rgb(image: Image.Image) -> tc.RgbImage:
+    return np.asarray(image if image.mode == "RGB" else image.convert("RGB"))
 
 
 def layout_max_tiles(layout: Layout) -> int | None:
@@ -65,14 +70,14 @@ def compose(
         stitched = stitch_drivelm_views(views, _label_font())
         cameras = {name: m.original_size for name, m in zip(names, media, strict=True)}
         context = ParseContext(image_sizes=sizes, camera_sizes=cameras)
-        return Composed([_png(stitched)], question, None, context)
+        return Composed([_rgb(stitched)], question, None, context)
     if layout == "video_frames":
         frames = [frame for m in media for frame in m.frames]
         prompt = video_frame_prefix(len(frames)) + question
         return Composed(
-            [_png(f) for f in frames], prompt, layout_max_tiles(layout), ParseContext(sizes)
+            [_rgb(f) for f in frames], prompt, layout_max_tiles(layout), ParseContext(sizes)
         )
-    return Composed([_png(m.frames[0]) for m in media], question, None, ParseContext(sizes))
+    return Composed([_rgb(m.frames[0]) for m in media], question, None, ParseContext(sizes))
 
 
 def decode_options(

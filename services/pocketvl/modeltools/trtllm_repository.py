@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 from pocketvl.contracts import triton as tc
 from pocketvl.contracts.trtllm_stages import LLM_INPUTS, LLM_OUTPUTS, VISION_INPUT, VISION_OUTPUT
+from pocketvl.modeltools.repository import contract_tensor
 
 TRTLLM_RELEASE = "1.2.1"
 TRITON_IMAGE = "nvcr.io/nvidia/tritonserver:26.07-trtllm-python-py3"
@@ -120,8 +121,8 @@ def _parameters(values: dict[str, str]) -> list[str]:
 
 
 def bls_config(name: str, checkpoint: str, sizing: EngineSizing, options: TrtllmOptions) -> str:
-    contract = [_tensor(s.name, s.data_type, s.dims, s.optional) for s in tc.INPUTS]
-    answers = [_tensor(s.name, s.data_type, s.dims) for s in tc.OUTPUTS]
+    contract = [contract_tensor(s) for s in tc.INPUTS]
+    answers = [contract_tensor(s) for s in tc.OUTPUTS]
     lines = _header("trtllm engine: preprocessing + BLS", name, "python", options.max_batch_size)
     lines += [
         f"dynamic_batching {{ max_queue_delay_microseconds: {options.max_queue_delay_us} }}",

@@ -72,21 +72,22 @@ class TritonPythonModel:
         ]
 
     def _parse(self, pb_utils: Any, request: Any) -> Any:
-        from pocketvl.serving.engine import GenerationRequest
+        return generation_request(pb_utils, request, self.engine.info.max_dynamic_patch)
 
-        def tensor(spec: tc.TensorSpec) -> Any:
-            found = pb_utils.get_input_tensor_by_name(request, spec.name)
-            return None if found is None else found.as_numpy().reshape(-1)
 
-        max_tiles = tensor(tc.MAX_TILES)
-        return GenerationRequest(
-            images=[bytes(i) for i in tensor(tc.IMAGES)],
-            question=bytes(tensor(tc.QUESTION)[0]).decode("utf-8"),
-            max_new_tokens=int(tensor(tc.MAX_NEW_TOKENS)[0]),
-            max_tiles=int(max_tiles[0])
-            if max_tiles is not None
-            else self.engine.info.max_dynamic_patch,
-        )
+def generation_request(pb_utils: Any, request: Any, default_tiles: int) -> Any:
+    """One Triton request's tensors -> a ``GenerationRequest`` (``default_tiles`` when the
+    client sent no ``MAX_TILES``); shared by the PyTorch and the TensorRT-LLM models."""
+    from pocketvl.serving.engine import GenerationRequest
+    from pocketvl.serving.triton_inputs import model_inputs
+
+    def tensor(spec: tc.TensorSpec) -> Any:
+        found = pb_utils.get_input_tensor_by_name(request, spec.name)
+        return None if found is None else found.as_numpy()
+
+    inputs = model_inputs(tensor)
+    tiles = inputs.max_tiles if inputs.max_tiles is not None else default_tiles
+    return GenerationRequest(inputs.images, inputs.question, inputs.max_new_tokens, tiles)
 
 
 def _response(pb_utils: Any, result: Any) -> Any:

@@ -27,10 +27,11 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+from PIL import Image
 
 from pocketvl.contracts.trtllm_stages import LLM_OUTPUTS, VISION_INPUT, VISION_OUTPUT
 from pocketvl.serving.checkpoint import CheckpointInfo
-from pocketvl.serving.engine import Generation, GenerationRequest, decode_rgb
+from pocketvl.serving.engine import Generation, GenerationRequest
 from pocketvl.vision.templates import IMG_CONTEXT, build_prompt
 from pocketvl.vision.tiling import preprocess_image
 
@@ -58,9 +59,12 @@ class TokenIds:
     vocab_size: int  # ids >= this address the prompt table
 
 
-def image_extra_id(data: bytes, tiles: int) -> int:
-    """A non-zero 64-bit id for an image at a tile count: same picture, same id."""
-    digest = hashlib.blake2b(data, digest_size=8, person=f"tiles{tiles}".encode()).digest()
+def image_extra_id(image: Image.Image, tiles: int) -> int:
+    """A non-zero 64-bit id for an image at a tile count: same pixels and size, same id."""
+    hasher = hashlib.blake2b(digest_size=8, person=f"tiles{tiles}".encode())
+    hasher.update(f"{image.width}x{image.height}:".encode())
+    hasher.update(image.tobytes())
+    digest = hasher.digest()
     return int.from_bytes(digest, "little") or 1
 
 
@@ -100,14 +104,14 @@ def prepare(
     ids: TokenIds,
     tokenize: Callable[[str], list[int]],
 ) -> Prepared:
-    """Decode, tile, template and tokenise one request as the PyTorch engine does."""
+    """Tile, template and tokenise one request as the PyTorch engine does."""
     if not request.images:
         raise ValueError("a request needs at least one image")
     tiles, image_ids, batches = [], [], []
-    for data in request.images:
-        pixels = preprocess_image(decode_rgb(data), request.max_tiles, info.use_thumbnail)
+    for image in request.images:
+        pixels = preprocess_image(image, request.max_tiles, info.use_thumbnail)
         tiles.append(pixels.shape[0])
-        image_ids.append(image_extra_id(data, pixels.shape[0]))
+        image_ids.append(image_extra_id(image, pixels.shape[0]))
         batches.append(pixels)
     prompt = build_prompt(info.template, request.question, tiles, info.tokens_per_tile)
     rows = [t * info.tokens_per_tile for t in tiles]

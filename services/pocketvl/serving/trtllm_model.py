@@ -16,7 +16,8 @@ from typing import Any
 import numpy as np
 
 from pocketvl.contracts import triton as tc
-from pocketvl.serving.engine import Generation, GenerationRequest
+from pocketvl.serving.engine import Generation
+from pocketvl.serving.triton_model import generation_request
 from pocketvl.serving.trtllm_bls import (
     Array,
     Infer,
@@ -26,22 +27,6 @@ from pocketvl.serving.trtllm_bls import (
     run_batch,
     token_ids,
 )
-
-
-def parse_request(pb_utils: Any, request: Any, default_tiles: int) -> GenerationRequest:
-    """The contract's tensors (``contracts/triton.py``) -> a GenerationRequest."""
-
-    def tensor(spec: tc.TensorSpec) -> Any:
-        found = pb_utils.get_input_tensor_by_name(request, spec.name)
-        return None if found is None else found.as_numpy().reshape(-1)
-
-    max_tiles = tensor(tc.MAX_TILES)
-    return GenerationRequest(
-        images=[bytes(i) for i in tensor(tc.IMAGES)],
-        question=bytes(tensor(tc.QUESTION)[0]).decode("utf-8"),
-        max_new_tokens=int(tensor(tc.MAX_NEW_TOKENS)[0]),
-        max_tiles=int(max_tiles[0]) if max_tiles is not None else default_tiles,
-    )
 
 
 def triton_infer(pb_utils: Any) -> Infer:
@@ -108,7 +93,7 @@ class TritonPythonModel:
         prepared: list[Prepared | Exception] = []
         for request in requests:
             try:
-                parsed = parse_request(pb_utils, request, self.info.max_dynamic_patch)
+                parsed = generation_request(pb_utils, request, self.info.max_dynamic_patch)
                 prepared.append(prepare(parsed, self.info, self.ids, self._tokenize))
             except Exception as exc:  # malformed tensors or images fail this request only
                 prepared.append(exc)

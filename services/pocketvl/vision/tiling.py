@@ -103,15 +103,16 @@ def resize_as_trained(image: Image.Image, size: Size) -> Image.Image:
 
 
 def preprocess_image(
-    image: Image.Image, max_tiles: int, use_thumbnail: bool = True
+    image: Image.Image, max_tiles: int, use_thumbnail: bool = True, threads: int = _THREADS
 ) -> npt.NDArray[np.float32]:
     """The model's pixel input for one image: float32 (N, 3, 448, 448), thumbnail last.
 
     Same values as the plain per-tile reference (crop each tile, stack, normalise): the uint8
     tiles are identical and the arithmetic is torchvision's (ToTensor's /255, then
-    Normalize), in the same order.
+    Normalize), in the same order. ``threads``: resizes at once (1 where processes already
+    fill the cores, as several Triton instances do).
     """
-    with ThreadPoolExecutor(max_workers=_THREADS) as pool:
+    with ThreadPoolExecutor(max_workers=threads) as pool:
         tiles = _uint8_tile_views(pool, image, max_tiles, use_thumbnail)
         batch = np.empty((len(tiles), 3, TILE_SIZE, TILE_SIZE), dtype=np.float32)
         # Tile by tile, each normalised while still in cache, shared between the threads.
@@ -120,10 +121,10 @@ def preprocess_image(
 
 
 def tiles_uint8(
-    image: Image.Image, max_tiles: int, use_thumbnail: bool = True
+    image: Image.Image, max_tiles: int, use_thumbnail: bool = True, threads: int = _THREADS
 ) -> npt.NDArray[np.uint8]:
     """The tiles ``preprocess_image`` normalises, as uint8 (N, 448, 448, 3)."""
-    with ThreadPoolExecutor(max_workers=_THREADS) as pool:
+    with ThreadPoolExecutor(max_workers=threads) as pool:
         return np.stack(_uint8_tile_views(pool, image, max_tiles, use_thumbnail))
 
 

@@ -426,7 +426,7 @@ class Pipeline:
     @contextmanager
     def _decoding_memory(self, span: Span) -> Iterator[Callable[[int], None] | None]:
         """Each frame's memory is reserved from the budget as its header is read, and all of
-        it released once the request's images are composed (the PNGs are far smaller)."""
+        it released once the request's images are composed."""
         if self.memory is None:
             yield None
             return
@@ -448,11 +448,11 @@ class Pipeline:
         """gRPC refuses a message over the cap as RESOURCE_EXHAUSTED, which reads like an
         overloaded server; say what it is instead, before sending."""
         cap = self.settings.triton.max_grpc_message_bytes
-        size = sum(len(image) for image in composed.images) + len(composed.question.encode())
+        size = composed.payload_bytes + len(composed.question.encode())
         if size > cap - GRPC_OVERHEAD_BYTES:
             raise ImageError(
                 "image_too_large",
-                f"the decoded images are {size} bytes as PNG, over what one Triton call "
+                f"the decoded images are {size} bytes as RGB, over what one Triton call "
                 f"carries (triton.max_grpc_message_bytes={cap}): send smaller images",
             )
 

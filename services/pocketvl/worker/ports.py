@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import NamedTuple, Protocol
 
+from pocketvl.contracts.triton import RgbImage
 from pocketvl.worker.envelope import InboundRecord, OutboundRecord
 
 
@@ -145,7 +146,12 @@ class InferenceBackend(Protocol):
         server cannot say now). Never raises, and returns within a few seconds."""
 
     def generate(
-        self, model: str, images: list[bytes], question: str, max_new_tokens: int, max_tiles: int
+        self,
+        model: str,
+        images: list[RgbImage],
+        question: str,
+        max_new_tokens: int,
+        max_tiles: int,
     ) -> GenerationResult:
         """Raises ``InferenceUnavailable`` (down, overloaded, not loaded: retry) or
         ``InferenceError`` (this request was refused)."""
