@@ -67,7 +67,7 @@ class TritonPythonModel:
         valid = [p for p in parsed if isinstance(p, GenerationRequest)]
         results = iter(self.engine.generate_batch(valid) if valid else [])
         return [
-            _response(pb_utils, next(results) if isinstance(p, GenerationRequest) else p)
+            triton_response(pb_utils, next(results) if isinstance(p, GenerationRequest) else p)
             for p in parsed
         ]
 
@@ -90,7 +90,9 @@ def generation_request(pb_utils: Any, request: Any, default_tiles: int) -> Any:
     return GenerationRequest(inputs.images, inputs.question, inputs.max_new_tokens, tiles)
 
 
-def _response(pb_utils: Any, result: Any) -> Any:
+def triton_response(pb_utils: Any, result: Any) -> Any:
+    """A ``Generation`` -> its Triton response, or an exception -> an error response that
+    fails this request only; shared by the PyTorch and the TensorRT-LLM models."""
     if isinstance(result, Exception):
         error = pb_utils.TritonError(f"{type(result).__name__}: {result}")
         return pb_utils.InferenceResponse(error=error)

@@ -13,11 +13,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
-
-from pocketvl.contracts import triton as tc
-from pocketvl.serving.engine import Generation
-from pocketvl.serving.triton_model import generation_request
+from pocketvl.serving.triton_model import generation_request, triton_response
 from pocketvl.serving.trtllm_bls import (
     Array,
     Infer,
@@ -48,22 +44,6 @@ def triton_infer(pb_utils: Any) -> Infer:
         }
 
     return infer
-
-
-def response(pb_utils: Any, result: Generation | Exception) -> Any:
-    if isinstance(result, Exception):
-        return pb_utils.InferenceResponse(
-            error=pb_utils.TritonError(f"{type(result).__name__}: {result}")
-        )
-    return pb_utils.InferenceResponse(
-        output_tensors=[
-            pb_utils.Tensor(tc.TEXT.name, np.array([[result.text.encode()]], dtype=np.object_)),
-            pb_utils.Tensor(tc.PROMPT_TOKENS.name, np.array([[result.prompt_tokens]], np.int32)),
-            pb_utils.Tensor(
-                tc.GENERATED_TOKENS.name, np.array([[result.generated_tokens]], np.int32)
-            ),
-        ]
-    )
 
 
 class TritonPythonModel:
@@ -100,4 +80,4 @@ class TritonPythonModel:
         results = await run_batch(
             prepared, self.stages, self.ids, triton_infer(pb_utils), self._decode
         )
-        return [response(pb_utils, r) for r in results]
+        return [triton_response(pb_utils, r) for r in results]
