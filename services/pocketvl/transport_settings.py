@@ -127,3 +127,6 @@ class TritonSettings(Section):
     # Images travel as raw RGB: one image at the default pixel cap (40 MP) is 120 MB, and it
     # must fit in one call.
     max_grpc_message_bytes: int = Field(default=160 * 1024 * 1024, ge=4 * 1024 * 1024)
+    # Pixels through system shared memory instead of inside the gRPC message: only for a
+    # Triton on this host (or a container sharing this one's IPC namespace and /dev/shm).
+    shared_memory: bool = False

@@ -12,6 +12,7 @@ import urllib.request
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from pocketvl.adapters.triton_client import TritonInference
 from pocketvl.devstack.stack import LocalStack
 from pocketvl.service import build_observed_worker
 from pocketvl.settings import Settings
@@ -78,10 +79,21 @@ def scrape(text: str) -> dict[str, float]:
     return totals
 
 
-@pytest.mark.parametrize(("component", "down_s"), [("triton", 15.0), ("redis", 5.0)])
+@pytest.mark.parametrize(
+    ("component", "down_s", "shared_memory"),
+    [("triton", 15.0, False), ("triton", 15.0, True), ("redis", 5.0, False)],
+    ids=["triton", "triton-shared-memory", "redis"],
+)
 def test_a_component_killed_under_load_loses_nothing_and_dead_letters_nothing(
-    local_stack: LocalStack, settings: Settings, component: str, down_s: float
+    local_stack: LocalStack,
+    settings: Settings,
+    component: str,
+    down_s: float,
+    shared_memory: bool,
 ) -> None:
+    """With ``shared_memory``, the restarted Triton has forgotten the worker's regions."""
+    triton = settings.triton.model_copy(update={"shared_memory": shared_memory})
+    settings = settings.model_copy(update={"triton": triton})
     ids = send_load(settings, 200)
     running = Running(settings)
     try:
@@ -101,6 +113,11 @@ def test_a_component_killed_under_load_loses_nothing_and_dead_letters_nothing(
         wait_for(running.fully_ready, 60, "/readyz back to 200, not degraded")
         wait_for(lambda: running.processed() >= len(ids), 240, "every request")
         scraped = scrape(running.get("/metrics")[1])
+        inference = running.worker.pipeline.inference
+        assert isinstance(inference, TritonInference)
+        assert (inference.shared is not None) == shared_memory
+        if inference.shared is not None:  # the pixels went through regions it made
+            assert inference.shared.regions() >= 1
     finally:
         running.close()
     seen = outcomes(settings)

@@ -52,6 +52,7 @@ class ScriptedInference:
         self.calls: list[tuple[str, int, str, int, int]] = []
         self.images: list[list[RgbImage]] = []
         self.capacities: dict[str, int] = {}
+        self.closed = False
 
     def capacity(self, model: str) -> int | None:
         return self.capacities.get(model)
@@ -75,6 +76,9 @@ class ScriptedInference:
         if self.errors:
             raise self.errors.pop(0)
         return GenerationResult(self.text, 300, 4, "1")
+
+    def close(self) -> None:
+        self.closed = True
 
 
 class InMemoryImageStore:

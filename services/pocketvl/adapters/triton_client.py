@@ -3,7 +3,8 @@
 Translates tritonclient's errors into ours: UNAVAILABLE / RESOURCE_EXHAUSTED / DEADLINE_EXCEEDED
 (server down, queue full, too slow) become ``InferenceUnavailable`` (retryable); anything
 else is an ``InferenceError`` for this request only. Every inference carries the current
-trace context as ``traceparent`` gRPC metadata.
+trace context as ``traceparent`` gRPC metadata. With ``shared_memory`` the pixels go through
+a system shared-memory region (``shared_pixels``) and the message carries its name.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import tritonclient.grpc as grpcclient
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from tritonclient.utils import InferenceServerException
 
+from pocketvl.adapters.shared_pixels import Region, SharedPixels
 from pocketvl.contracts import triton as tc
 from pocketvl.errors import InferenceError, InferenceUnavailable
 from pocketvl.settings import TritonSettings
@@ -51,6 +53,18 @@ def _array_input(spec: tc.TensorSpec, values: np.ndarray[Any, Any]) -> Any:
     tensor = grpcclient.InferInput(spec.name, [1, *values.shape], spec.client_dtype)
     tensor.set_data_from_numpy(values[np.newaxis])
     return tensor
+
+
+def _region_input(spec: tc.TensorSpec, values: np.ndarray[Any, Any], region: Region) -> Any:
+    tensor = grpcclient.InferInput(spec.name, [1, *values.shape], spec.client_dtype)
+    tensor.set_shared_memory(region.name, values.nbytes)
+    return tensor
+
+
+def _lost_region(exc: InferenceServerException) -> bool:
+    """Triton no longer knows a region we registered: it restarted."""
+    message = exc.message() or ""
+    return "shared memory region" in message and "unable to find" in message.lower()
 
 
 def _int_input(spec: tc.TensorSpec, value: int) -> Any:
@@ -105,6 +119,26 @@ class TritonInference:
         self.version_ttl_s = version_ttl_s
         self.clock = clock
         self._versions: dict[str, tuple[str, float]] = {}  # model -> (version, when learnt)
+        self.shared: SharedPixels | None = None
+        if settings.shared_memory:
+            self.shared = SharedPixels(self._register_region, self._unregister_region)
+
+    def _register_region(self, name: str, key: str, size: int) -> None:
+        try:
+            self.client.register_system_shared_memory(
+                name, key, size, client_timeout=self.timeout_s
+            )
+        except InferenceServerException as exc:
+            # Held back and retried, never dead-lettered: a Triton that cannot open our
+            # /dev/shm is a deployment to fix, not a bad request.
+            raise InferenceUnavailable(
+                "model_unavailable",
+                f"triton.shared_memory: Triton could not map region {key} ({exc.message()});"
+                " it needs this host's /dev/shm (same host or shared IPC), else turn it off",
+            ) from exc
+
+    def _unregister_region(self, name: str) -> None:
+        self.client.unregister_system_shared_memory(name, client_timeout=2.0)
 
     def model_version(self, model: str) -> str:
         """The newest ready version of ``model``: remembered for ``version_ttl_s``, and
@@ -162,8 +196,7 @@ class TritonInference:
         max_tiles: int,
     ) -> GenerationResult:
         pixels, shapes = tc.pack_images(images)
-        inputs = [
-            _array_input(tc.PIXELS, pixels),
+        rest = [
             _array_input(tc.IMAGE_SHAPES, shapes),
             _bytes_input(tc.QUESTION, [question.encode()]),
             _int_input(tc.MAX_NEW_TOKENS, max_new_tokens),
@@ -171,12 +204,16 @@ class TritonInference:
         ]
         carrier: dict[str, str] = {}
         _PROPAGATOR.inject(carrier)  # the current span (triton infer): Triton's trace joins it
-        try:
-            result = self.client.infer(
-                model, inputs, client_timeout=self.timeout_s, headers=carrier or None
-            )
-        except InferenceServerException as exc:
-            raise _translate(exc, model) from exc
+        if self.shared is None:
+            result = self._infer(model, [_array_input(tc.PIXELS, pixels), *rest], carrier)
+        else:
+            with self.shared.holding(pixels) as region:
+                inputs = [_region_input(tc.PIXELS, pixels, region), *rest]
+                try:
+                    result = self._infer(model, inputs, carrier, region)
+                except _RegionLost:
+                    self.shared.register_again(region)
+                    result = self._infer(model, inputs, carrier)
         version = str(result.get_response().model_version)
         if version:
             self._versions[model] = (version, self.clock())
@@ -186,6 +223,18 @@ class TritonInference:
             generated_tokens=int(result.as_numpy(tc.GENERATED_TOKENS.name).reshape(-1)[0]),
             model_version=version,
         )
+
+    def _infer(
+        self, model: str, inputs: list[Any], carrier: dict[str, str], region: Region | None = None
+    ) -> Any:
+        try:
+            return self.client.infer(
+                model, inputs, client_timeout=self.timeout_s, headers=carrier or None
+            )
+        except InferenceServerException as exc:
+            if region is not None and _lost_region(exc):
+                raise _RegionLost from exc
+            raise _translate(exc, model) from exc
 
     def inference_count(self, model: str) -> int:
         """Successful inferences Triton has run for ``model`` (its own statistics)."""
@@ -201,4 +250,10 @@ class TritonInference:
         )
 
     def close(self) -> None:
+        if self.shared is not None:
+            self.shared.close()
         self.client.close()
+
+
+class _RegionLost(Exception):
+    """Triton answered that it does not know the request's region."""

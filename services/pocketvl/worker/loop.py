@@ -457,6 +457,7 @@ class Worker:
         self.source.close()
         self.sink.close()
         self.pipeline.images.close()
+        self.pipeline.inference.close()
 
 
 def _where(inbound: InboundRecord) -> tuple[str, int, int]:

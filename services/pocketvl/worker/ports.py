@@ -155,3 +155,7 @@ class InferenceBackend(Protocol):
     ) -> GenerationResult:
         """Raises ``InferenceUnavailable`` (down, overloaded, not loaded: retry) or
         ``InferenceError`` (this request was refused)."""
+
+    def close(self) -> None:
+        """Release the connection and whatever the server holds for this client (shared
+        memory regions)."""

@@ -1,0 +1,52 @@
+"""Pixels through system shared memory on the real local Triton: the same answers as inside
+the gRPC message, regions registered while used and gone after close, and a region Triton
+forgot (as after a restart) registered again without failing the request."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from pocketvl.adapters.triton_client import TritonInference
+from pocketvl.devstack.paths import TINY_MODELS
+from pocketvl.settings import Settings
+from tests.integration.test_triton_models import IMAGES, ask
+
+pytestmark = pytest.mark.integration
+MODEL = TINY_MODELS[0]
+
+
+def shared(settings: Settings) -> TritonInference:
+    return TritonInference(settings.triton.model_copy(update={"shared_memory": True}))
+
+
+def registered(triton: TritonInference) -> set[str]:
+    status = triton.client.get_system_shared_memory_status(as_json=True)
+    return {str(region["name"]) for region in status.get("regions", {}).values()}
+
+
+def test_answers_through_shared_memory_equal_answers_in_the_message(settings: Settings) -> None:
+    plain, through = TritonInference(settings.triton), shared(settings)
+    expected = [ask(plain, MODEL, i) for i in range(len(IMAGES))]
+    with ThreadPoolExecutor(max_workers=len(IMAGES)) as pool:
+        got = list(pool.map(lambda i: ask(through, MODEL, i), range(len(IMAGES))))
+    assert got == expected
+    assert through.shared is not None
+    ours = {name for name in registered(through) if name.startswith(through.shared._prefix)}
+    assert 1 <= len(ours) <= len(IMAGES) == through.shared.regions()  # one per request in flight
+    through.close()
+    assert not ours & registered(plain)  # unregistered on close
+    plain.close()
+
+
+def test_a_region_triton_forgot_is_registered_again(settings: Settings) -> None:
+    triton = shared(settings)
+    first = ask(triton, MODEL, 0)
+    assert triton.shared is not None
+    for name in registered(triton):
+        if name.startswith(triton.shared._prefix):
+            triton.client.unregister_system_shared_memory(name)  # as a restarted Triton
+    assert ask(triton, MODEL, 0) == first
+    assert any(n.startswith(triton.shared._prefix) for n in registered(triton))
+    triton.close()
