@@ -11,7 +11,9 @@ tensors, tile, normalise) are timed side by side for both data paths:
 
 Then the model's preprocessing runs behind a real Triton (the ``preprocess_only`` stand-in)
 with one instance and with two, under concurrent DriveLM-shaped requests: throughput with
-two over throughput with one shows whether the work spreads across instances.
+two over throughput with one shows whether the work spreads across instances. Both ways of
+sending the pixels take turns: inside the gRPC message and through system shared memory
+(``triton.shared_memory``), which leaves the client and Triton's front end less to copy.
 Last, CPU cores per GPU: this machine's CPU per request over an ESTIMATE of the GPU time per
 request (the FLOP floor of ``shared/reference/serving_and_consumption.md`` §3.2: ViT, projector
 and LLM prefill per tile at 40-50 % of an H100's dense BF16 peak; decoding left out, so the
@@ -196,7 +198,7 @@ def _preprocess_forked(_: int) -> int:
     return sum(len(preprocess_image(i, 12, threads=1)) for i in rgb_images(*_FORKED["input"]))
 
 
-ROUNDS = 3  # the machine is shared: 1 and 2 take turns, and the medians are compared
+ROUNDS = 5  # the machine is shared: 1 and 2 take turns, and the medians are compared
 
 
 def _ratio(out: dict[str, Any], one: str, two: str) -> dict[str, Any]:
@@ -228,7 +230,9 @@ def process_scaling(requests: int = 32) -> dict[str, Any]:
 
 
 def instance_scaling(requests: int = 48, concurrency: int = 4) -> dict[str, Any]:
-    """Requests/s of the ``preprocess_only`` stand-in with one instance and with two."""
+    """Requests/s of the ``preprocess_only`` stand-in with one instance and with two, the
+    pixels sent inside the gRPC message and through shared memory (``triton.shared_memory``),
+    taking turns in each round."""
     from pocketvl.adapters.triton_client import TritonInference
     from pocketvl.devstack.paths import stand_in_repository
     from pocketvl.devstack.stack import LocalStack
@@ -252,26 +256,45 @@ def instance_scaling(requests: int = 48, concurrency: int = 4) -> dict[str, Any]
             shell.write_text(shell.read_text().replace(future, path_line, 1))
         models = ("preprocess_x1", "preprocess_x2")
         stack = LocalStack(Path(tmp) / "run", repo, Path(tmp), models, components=("triton",))
+        out: dict[str, Any] = {"requests": requests, "concurrency": concurrency}
         with stack as state:
-            triton = TritonInference(TritonSettings(url=state.triton_url))
-            out: dict[str, Any] = {"requests": requests, "concurrency": concurrency}
-            out |= {model: [] for model in models} | {"client_cpu_ms_per_request": []}
+            for transport in TRANSPORTS:
+                out[transport] = {model: [] for model in models}
+                out[transport]["client_cpu_ms_per_request"] = []
             for _ in range(ROUNDS):
-                for model in models:
+                for transport in TRANSPORTS:
+                    settings = TritonSettings(
+                        url=state.triton_url, shared_memory=transport == "shared_memory"
+                    )
+                    triton = TritonInference(settings)
+                    for model in models:
+                        rate, client_ms = _rate(triton, model, composed, requests, concurrency)
+                        out[transport][model].append(rate)
+                        # The client shares the cores with Triton: what it takes of them.
+                        out[transport]["client_cpu_ms_per_request"].append(client_ms)
+                    triton.close()
+    for transport in TRANSPORTS:
+        out[transport] = _ratio(out[transport], *models)
+    return out
 
-                    def ask(_: int, model: str = model) -> object:
-                        return triton.generate(model, composed.images, "Q", 1, 12)
 
-                    with ThreadPoolExecutor(concurrency) as pool:
-                        list(pool.map(ask, range(concurrency)))  # warm-up
-                        start, cpu = time.perf_counter(), time.process_time()
-                        list(pool.map(ask, range(requests)))
-                    out[model].append(round(requests / (time.perf_counter() - start), 2))
-                    # The client shares the machine's cores with Triton: what it takes of them.
-                    client_ms = (time.process_time() - cpu) * 1e3 / requests
-                    out["client_cpu_ms_per_request"].append(round(client_ms, 1))
-            triton.close()
-    return _ratio(out, "preprocess_x1", "preprocess_x2")
+TRANSPORTS = ("message", "shared_memory")
+
+
+def _rate(
+    triton: Any, model: str, composed: Composed, requests: int, concurrency: int
+) -> tuple[float, float]:
+    """(requests/s, client CPU ms per request) of ``requests`` sent ``concurrency`` at once."""
+
+    def ask(_: int) -> object:
+        return triton.generate(model, composed.images, "Q", 1, 12)
+
+    with ThreadPoolExecutor(concurrency) as pool:
+        list(pool.map(ask, range(concurrency)))  # warm-up
+        start, cpu = time.perf_counter(), time.process_time()
+        list(pool.map(ask, range(requests)))
+    rate = requests / (time.perf_counter() - start)
+    return round(rate, 2), round((time.process_time() - cpu) * 1e3 / requests, 1)
 
 
 def cores_per_gpu(row: dict[str, Any]) -> dict[str, dict[str, list[float]]]:
@@ -324,15 +347,23 @@ def print_table(rows: list[dict[str, Any]], scaling: dict[str, Any]) -> None:
             + f" | {r['png_bytes'] / 1e6:.1f} | {r['rgb_bytes'] / 1e6:.1f} |"
         )
     host = scaling["host_processes"]
-    client = statistics.median(scaling["client_cpu_ms_per_request"])
     print(
         "\nCPU ms per request (process CPU time, median). The model's preprocessing, "
-        f"DriveLM-shaped, medians of {ROUNDS} rounds: behind Triton 1 instance "
-        f"{scaling['preprocess_x1_median']} req/s, 2 instances "
-        f"{scaling['preprocess_x2_median']} req/s ({scaling['speedup_2_over_1']}x; the client "
-        f"on the same cores takes {client} CPU ms a request); in 1 and 2 processes without "
-        f"Triton {host['processes_1_median']} and {host['processes_2_median']} req/s "
-        f"({host['speedup_2_over_1']}x)."
+        f"DriveLM-shaped, medians of {ROUNDS} rounds, behind Triton with 1 and 2 instances "
+        "(the client on the same cores):"
+    )
+    print("\n| pixels sent | 1 instance | 2 instances | 2 over 1 | client CPU ms / request |")
+    print("|---|---:|---:|---:|---:|")
+    for transport in TRANSPORTS:
+        row = scaling[transport]
+        client = round(statistics.median(row["client_cpu_ms_per_request"]), 1)
+        print(
+            f"| {transport.replace('_', ' ')} | {row['preprocess_x1_median']} req/s "
+            f"| {row['preprocess_x2_median']} req/s | {row['speedup_2_over_1']}x | {client} |"
+        )
+    print(
+        f"\nWithout Triton, in 1 and 2 processes: {host['processes_1_median']} and "
+        f"{host['processes_2_median']} req/s ({host['speedup_2_over_1']}x)."
     )
 
 
