@@ -4,12 +4,14 @@ forgot (as after a restart) registered again without failing the request."""
 
 from __future__ import annotations
 
+import socket
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
 from pocketvl.adapters.triton_client import TritonInference
 from pocketvl.devstack.paths import TINY_MODELS
+from pocketvl.errors import InferenceUnavailable
 from pocketvl.settings import Settings
 from tests.integration.test_triton_models import IMAGES, ask
 
@@ -49,4 +51,31 @@ def test_a_region_triton_forgot_is_registered_again(settings: Settings) -> None:
             triton.client.unregister_system_shared_memory(name)  # as a restarted Triton
     assert ask(triton, MODEL, 0) == first
     assert any(n.startswith(triton.shared._prefix) for n in registered(triton))
+    triton.close()
+
+
+def test_a_region_triton_cannot_map_holds_the_request_back_with_what_to_fix(
+    settings: Settings,
+) -> None:
+    """As with a Triton on another host: the key is not in the /dev/shm Triton sees."""
+    triton = shared(settings)
+    with pytest.raises(InferenceUnavailable) as caught:
+        triton._register_region("pocketvl_missing", "/pocketvl_no_such_region", 4096)
+    assert caught.value.reason == "model_unavailable"  # retried, never dead-lettered
+    assert "same host or shared IPC" in str(caught.value)
+    triton.close()
+
+
+def test_a_triton_that_is_down_is_an_outage_not_a_mapping_problem(settings: Settings) -> None:
+    with socket.socket() as probe:  # a loopback port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    down = settings.triton.model_copy(
+        update={"url": f"127.0.0.1:{port}", "shared_memory": True, "timeout_s": 5}
+    )
+    triton = TritonInference(down)
+    with pytest.raises(InferenceUnavailable) as caught:
+        ask(triton, MODEL, 0)
+    assert caught.value.reason == "model_unavailable"
+    assert "UNAVAILABLE" in str(caught.value) and "map" not in str(caught.value)
     triton.close()

@@ -129,6 +129,8 @@ class TritonInference:
                 name, key, size, client_timeout=self.timeout_s
             )
         except InferenceServerException as exc:
+            if str(exc.status()) in _RETRYABLE:  # Triton down: the usual outage message
+                raise _translate(exc, f"register {key}") from exc
             # Held back and retried, never dead-lettered: a Triton that cannot open our
             # /dev/shm is a deployment to fix, not a bad request.
             raise InferenceUnavailable(
