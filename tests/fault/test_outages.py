@@ -101,7 +101,7 @@ def test_a_component_killed_under_load_loses_nothing_and_dead_letters_nothing(
     running = Running(settings)
     try:
         wait_for(lambda: running.processed() >= 30, 120, "the first answers")
-        assert running.ready()[0] == 200, running.ready()[1]
+        assert (before := running.ready())[0] == 200, before[1]  # the answer that failed
         local_stack.kill(component)
         killed_at = running.processed()
         started = time.monotonic()
